@@ -1,0 +1,236 @@
+//! Time, injected: every exercise reads time through [`Clock`], never from the OS directly.
+//!
+//! Tests drive a [`ManualClock`] so that verdicts never depend on how fast the machine
+//! is; production code and benchmarks use [`SystemClock`]. This is the only module in
+//! the workspace allowed to call `Instant::now()` (see ARCHITECTURE.md).
+
+use std::fmt;
+use std::ops::{Add, Sub};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+#[cfg(not(target_os = "linux"))]
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A point in time, in nanoseconds since the clock's own origin.
+///
+/// Deliberately not `std::time::Instant`: a `Timestamp` can be constructed, printed and
+/// compared in tests, and arithmetic saturates instead of panicking, so a huge TTL
+/// (`Duration::MAX`) simply means "never expires".
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The clock's origin.
+    pub const ZERO: Timestamp = Timestamp(0);
+    /// Later than any reachable time; `ZERO + Duration::MAX` saturates to this.
+    pub const MAX: Timestamp = Timestamp(u64::MAX);
+
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Timestamp(nanos)
+    }
+
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// `self - earlier`, or zero when `earlier` is in fact later (clocks may step back).
+    pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Durations longer than ~584 years saturate to [`Timestamp::MAX`].
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(duration_nanos(d)))
+    }
+}
+
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(duration_nanos(d)))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t={:?}", Duration::from_nanos(self.0))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A source of time. Implementations must be cheap and callable from any thread.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now(&self) -> Timestamp;
+}
+
+/// How exercises hold their clock: shared, dynamically dispatched.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// Monotonic time (on Linux, `CLOCK_MONOTONIC`: nanoseconds since boot; elsewhere,
+/// since the first read of any `SystemClock`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl SystemClock {
+    pub fn shared() -> SharedClock {
+        Arc::new(SystemClock)
+    }
+}
+
+impl Clock for SystemClock {
+    /// Read on every cache operation, so it matters: `Instant::now().duration_since(o)`
+    /// costs about twice a bare `clock_gettime`, mostly in timespec subtraction.
+    #[cfg(target_os = "linux")]
+    fn now(&self) -> Timestamp {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
+        // CLOCK_MONOTONIC is supported by every Linux kernel Rust supports, so the call
+        // only writes `ts` and cannot fail.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn now(&self) -> Timestamp {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        let origin = *ORIGIN.get_or_init(Instant::now);
+        Timestamp(duration_nanos(Instant::now().duration_since(origin)))
+    }
+}
+
+/// Monotonic time at the kernel tick's resolution (a few milliseconds), about four
+/// times cheaper to read than [`SystemClock`] on Linux (`CLOCK_MONOTONIC_COARSE`).
+/// Good for cache TTLs measured in seconds, read on every operation; not for rate
+/// limits, whose answers depend on exact time. Same origin as `SystemClock` on Linux;
+/// elsewhere it is `SystemClock`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseClock;
+
+impl CoarseClock {
+    pub fn shared() -> SharedClock {
+        Arc::new(CoarseClock)
+    }
+}
+
+impl Clock for CoarseClock {
+    #[cfg(target_os = "linux")]
+    fn now(&self) -> Timestamp {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: as in `SystemClock::now`; CLOCK_MONOTONIC_COARSE exists since Linux 2.6.32.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn now(&self) -> Timestamp {
+        SystemClock.now()
+    }
+}
+
+/// A clock that moves only when told to. Clones share the same time, so a test keeps
+/// one clone and hands another to the code under test.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock standing at [`Timestamp::ZERO`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn starting_at(t: Timestamp) -> Self {
+        let clock = Self::new();
+        clock.set(t);
+        clock
+    }
+
+    /// Moves time forward by `d` (saturating).
+    pub fn advance(&self, d: Duration) {
+        let step = duration_nanos(d);
+        // fetch_update so that concurrent advances never lose a step.
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_add(step)));
+    }
+
+    /// Jumps to `t`, backwards included: exercises must survive a clock that steps back.
+    pub fn set(&self, t: Timestamp) {
+        self.nanos.store(t.0, Ordering::SeqCst);
+    }
+
+    /// A handle to the same time, ready to give to an exercise.
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.nanos.load(Ordering::SeqCst))
+    }
+}
+
+/// Real elapsed time for the runner's deadlines (not for exercises: they take a `Clock`).
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch(Instant::now())
+    }
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_clones_share_time() {
+        let clock = ManualClock::new();
+        let handle = clock.shared();
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(handle.now(), Timestamp::from_nanos(3_000_000_000));
+        clock.set(Timestamp::from_nanos(5));
+        assert_eq!(handle.now().as_nanos(), 5);
+    }
+
+    #[test]
+    fn arithmetic_saturates_instead_of_panicking() {
+        assert_eq!(Timestamp::from_nanos(10) + Duration::MAX, Timestamp::MAX);
+        assert_eq!(Timestamp::from_nanos(10) - Duration::from_secs(1), Timestamp::ZERO);
+        let later = Timestamp::from_nanos(10);
+        assert_eq!(Timestamp::ZERO.saturating_duration_since(later), Duration::ZERO);
+        assert_eq!(later.saturating_duration_since(Timestamp::ZERO), Duration::from_nanos(10));
+    }
+
+    #[test]
+    fn system_clocks_do_not_go_backwards_and_share_an_origin() {
+        let (precise, coarse) = (SystemClock, CoarseClock);
+        let a = precise.now();
+        let b = precise.now();
+        assert!(b >= a);
+        let c = coarse.now();
+        assert!(coarse.now() >= c);
+        // Coarse lags precise by at most a few ticks, never by seconds.
+        let gap = precise.now().saturating_duration_since(coarse.now());
+        assert!(gap < Duration::from_secs(1), "coarse clock {gap:?} behind");
+    }
+}

@@ -1,0 +1,287 @@
+//! Runs each case in a child process with a deadline and a memory limit, so that a
+//! panic, `todo!()`, an infinite loop, a deadlock, an out-of-memory or a
+//! `process::exit` in an attempt is reported for that one case and the run goes on.
+//!
+//! The child is the very binary that asked (re-executed with [`CASE_ENV`] set): every
+//! front end calls [`serve_child_if_requested`] first thing in `main`. The child talks
+//! back over stdout with two kinds of marked lines: `trying` (the input about to be
+//! replayed, so that a hang can be shown with its input) and one final `verdict`.
+
+use std::env;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{self, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wait_timeout::ChildExt;
+
+use crate::suite::{guarded, install_quiet_panic_hook, Case, CaseError};
+
+/// Set in the child's environment to the id of the case it must run.
+pub const CASE_ENV: &str = "KATAS_CASE";
+/// Set in the child's environment to its memory limit in bytes (RLIMIT_DATA).
+pub const MEMORY_ENV: &str = "KATAS_MEMORY_LIMIT";
+/// Every case gets this much heap unless the runner is told otherwise.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
+
+const TRYING_MARK: &str = "@katas:trying ";
+const VERDICT_MARK: &str = "@katas:verdict ";
+/// Lines of the attempt's own output kept for the report.
+const OUTPUT_TAIL_LINES: usize = 20;
+
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+
+#[derive(Serialize, Deserialize)]
+enum WireVerdict {
+    Passed,
+    NotImplemented(String),
+    Failed(String),
+}
+
+/// If this process was started as a case's child, runs that case and exits; otherwise
+/// returns at once. Call it before anything else in `main`.
+pub fn serve_child_if_requested(cases: &[Case]) {
+    let Ok(id) = env::var(CASE_ENV) else { return };
+    IN_CHILD.store(true, Ordering::SeqCst);
+    install_quiet_panic_hook();
+    if let Some(limit) = env::var(MEMORY_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+        // Best effort: if the limit cannot be set the case still runs, just unbounded.
+        let _ = rlimit::setrlimit(rlimit::Resource::DATA, limit, limit);
+    }
+    let verdict = match cases.iter().find(|case| case.id == id) {
+        None => WireVerdict::Failed(format!("no case with id `{id}` in this binary")),
+        Some(case) => match guarded(|| (case.run)()) {
+            Ok(Ok(())) => WireVerdict::Passed,
+            Ok(Err(CaseError::NotImplemented(detail))) => WireVerdict::NotImplemented(detail),
+            Ok(Err(CaseError::Failed(report))) => WireVerdict::Failed(report),
+            Err(panic) => match panic.into_case_error("while running the case") {
+                CaseError::NotImplemented(detail) => WireVerdict::NotImplemented(detail),
+                CaseError::Failed(report) => WireVerdict::Failed(report),
+            },
+        },
+    };
+    let line = serde_json::to_string(&verdict).expect("verdicts always serialize");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{VERDICT_MARK}{line}");
+    let _ = out.flush();
+    drop(out);
+    process::exit(0);
+}
+
+/// Announces the input about to be replayed. Cheap no-op outside a child.
+pub fn trying(input: &dyn fmt::Debug) {
+    if !IN_CHILD.load(Ordering::Relaxed) {
+        return;
+    }
+    let text = serde_json::to_string(&format!("{input:?}")).expect("strings serialize");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{TRYING_MARK}{text}");
+    let _ = out.flush();
+}
+
+/// How a case ended, as seen from the parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    NotImplemented { detail: String },
+    Failed { report: String },
+    TimedOut { limit: Duration, trying: Option<String>, output: String },
+    OutOfMemory { limit_bytes: u64, trying: Option<String> },
+    /// The child ended on its own before giving a verdict (e.g. `process::exit`).
+    Exited { code: i32, trying: Option<String>, output: String },
+    /// Killed by a signal it raised itself: abort, stack overflow, segfault.
+    Crashed { detail: String, trying: Option<String>, output: String },
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        matches!(self, Outcome::Passed)
+    }
+
+    /// One word for the report card.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::NotImplemented { .. } => "not implemented",
+            Outcome::Failed { .. } => "FAILED",
+            Outcome::TimedOut { .. } => "TIMED OUT",
+            Outcome::OutOfMemory { .. } => "OUT OF MEMORY",
+            Outcome::Exited { .. } => "EXITED",
+            Outcome::Crashed { .. } => "CRASHED",
+        }
+    }
+
+    /// Everything a learner needs to see about a non-passing outcome.
+    pub fn details(&self) -> String {
+        fn with_input(text: String, trying: &Option<String>, output: &str) -> String {
+            let mut text = text;
+            if let Some(input) = trying {
+                text.push_str(&format!("\nwhile trying: {input}"));
+            }
+            if !output.trim().is_empty() {
+                text.push_str(&format!("\nlast output of the attempt:\n{}", output.trim_end()));
+            }
+            text
+        }
+        match self {
+            Outcome::Passed => String::new(),
+            Outcome::NotImplemented { detail } => format!("still a stub: {detail}"),
+            Outcome::Failed { report } => report.clone(),
+            Outcome::TimedOut { limit, trying, output } => with_input(
+                format!("did not finish within {limit:?}: an infinite loop or a deadlock?"),
+                trying,
+                output,
+            ),
+            Outcome::OutOfMemory { limit_bytes, trying } => with_input(
+                format!("ran out of memory (limit {} MiB): unbounded growth?", limit_bytes >> 20),
+                trying,
+                "",
+            ),
+            Outcome::Exited { code, trying, output } => with_input(
+                format!("the process exited with code {code} before the case finished: does the attempt call process::exit?"),
+                trying,
+                output,
+            ),
+            Outcome::Crashed { detail, trying, output } => with_input(detail.clone(), trying, output),
+        }
+    }
+}
+
+/// Runs `case` in a child process (this same binary) and waits at most its deadline.
+pub fn run_isolated(case: &Case) -> Outcome {
+    run_isolated_with(case, DEFAULT_MEMORY_LIMIT)
+}
+
+/// [`run_isolated`] with an explicit memory limit.
+pub fn run_isolated_with(case: &Case, memory_limit: u64) -> Outcome {
+    let exe = match env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return crashed(format!("cannot find this binary to re-run it: {e}")),
+    };
+    let spawned = Command::new(exe)
+        .env(CASE_ENV, &case.id)
+        .env(MEMORY_ENV, memory_limit.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return crashed(format!("cannot start the case's process: {e}")),
+    };
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take().expect("stderr was piped");
+    // Read both pipes concurrently so a chatty child never blocks on a full pipe.
+    let stdout_reader = thread::spawn(move || ChildReport::read(stdout));
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+
+    let status = match child.wait_timeout(case.deadline) {
+        Ok(Some(status)) => Some(status),
+        Ok(None) | Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    };
+    let report = stdout_reader.join().unwrap_or_default();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    classify(case, status, report, &stderr, memory_limit)
+}
+
+fn crashed(detail: String) -> Outcome {
+    Outcome::Crashed { detail, trying: None, output: String::new() }
+}
+
+/// What the parent gathered from the child's stdout.
+#[derive(Default)]
+struct ChildReport {
+    trying: Option<String>,
+    verdict: Option<WireVerdict>,
+    output_tail: Vec<String>,
+}
+
+impl ChildReport {
+    fn read(stdout: impl Read) -> ChildReport {
+        let mut report = ChildReport::default();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(json) = line.strip_prefix(TRYING_MARK) {
+                report.trying = serde_json::from_str::<String>(json).ok();
+            } else if let Some(json) = line.strip_prefix(VERDICT_MARK) {
+                report.verdict = serde_json::from_str(json).ok();
+            } else {
+                if report.output_tail.len() == OUTPUT_TAIL_LINES {
+                    report.output_tail.remove(0);
+                }
+                report.output_tail.push(line);
+            }
+        }
+        report
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn classify(case: &Case, status: Option<ExitStatus>, report: ChildReport, stderr: &str, memory_limit: u64) -> Outcome {
+    let output = {
+        let mut out = report.output_tail.join("\n");
+        let err = tail(stderr, OUTPUT_TAIL_LINES);
+        if !err.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&err);
+        }
+        out
+    };
+    let trying = report.trying;
+    let Some(status) = status else {
+        return Outcome::TimedOut { limit: case.deadline, trying, output };
+    };
+    if let Some(verdict) = report.verdict {
+        return match verdict {
+            WireVerdict::Passed => Outcome::Passed,
+            WireVerdict::NotImplemented(detail) => Outcome::NotImplemented { detail },
+            WireVerdict::Failed(report) => Outcome::Failed { report },
+        };
+    }
+    if stderr.contains("memory allocation of") {
+        return Outcome::OutOfMemory { limit_bytes: memory_limit, trying };
+    }
+    if let Some(code) = status.code() {
+        return Outcome::Exited { code, trying, output };
+    }
+    let detail = if stderr.contains("has overflowed its stack") {
+        "stack overflow: unbounded recursion?".to_string()
+    } else {
+        format!("the process was killed by a signal ({})", signal_name(status))
+    };
+    Outcome::Crashed { detail, trying, output }
+}
+
+#[cfg(unix)]
+fn signal_name(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(6) => "SIGABRT: abort".into(),
+        Some(9) => "SIGKILL".into(),
+        Some(11) => "SIGSEGV: invalid memory access".into(),
+        Some(n) => format!("signal {n}"),
+        None => "unknown".into(),
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_name(_: ExitStatus) -> String {
+    "unknown".into()
+}

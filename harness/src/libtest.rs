@@ -1,0 +1,32 @@
+//! `cargo test` front end: each case becomes a libtest trial (so name filters,
+//! `--list`, `--exact` work), and each trial runs its case isolated in a child process,
+//! because libtest itself has no timeouts.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use crate::isolation::{run_isolated, serve_child_if_requested, Outcome};
+use crate::suite::Case;
+
+/// The trial for `case`, passing iff `expect` accepts the outcome (`Err` = why not).
+pub fn trial(case: Case, expect: impl Fn(&Outcome) -> Result<(), String> + Send + 'static) -> Trial {
+    let name = case.id.clone();
+    Trial::test(name, move || {
+        let outcome = run_isolated(&case);
+        expect(&outcome).map_err(|why| Failed::from(format!("{why}\nhint: {}", case.hint)))
+    })
+}
+
+/// Passes iff the case passed.
+pub fn must_pass(outcome: &Outcome) -> Result<(), String> {
+    match outcome {
+        Outcome::Passed => Ok(()),
+        other => Err(format!("{}: {}", other.label(), other.details())),
+    }
+}
+
+/// `main` of a test binary that grades `cases`: serves child runs, else runs trials.
+pub fn grade_main(cases: impl Fn() -> Vec<Case>) -> ! {
+    serve_child_if_requested(&cases());
+    let trials = cases().into_iter().map(|case| trial(case, must_pass)).collect();
+    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+}

@@ -1,0 +1,297 @@
+//! Concurrency grading on real threads: record histories (a global counter stamped
+//! before and after each call), then search for a linearization against the same
+//! sequential model the [`crate::sequential`] checks use.
+//!
+//! loom and shuttle only see their own sync types, so they cannot grade an attempt
+//! written with std, parking_lot or DashMap. Real threads can, given help finding the
+//! bad interleavings: test keys call [`contention_point`], which yields the thread now
+//! and then while a key is hashed or compared, i.e. inside the attempt's critical code.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fmt::{Debug, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::thread;
+
+use crate::isolation::trying;
+use crate::sequential::Spec;
+use crate::suite::{CaseError, CaseResult, Panic};
+
+static FORCED_YIELDS: AtomicBool = AtomicBool::new(false);
+
+/// Turns the yields of [`contention_point`] on or off (off by default, so sequential
+/// checks and benchmarks run at full speed).
+pub fn set_forced_yields(on: bool) {
+    FORCED_YIELDS.store(on, Ordering::Relaxed);
+}
+
+/// Called by test keys' `Hash`/`Eq`: when forced yields are on, every other call on a
+/// thread yields it, widening race windows by orders of magnitude.
+pub fn contention_point() {
+    thread_local!(static CALLS: Cell<u32> = const { Cell::new(0) });
+    if FORCED_YIELDS.load(Ordering::Relaxed) {
+        let calls = CALLS.with(|c| {
+            c.set(c.get().wrapping_add(1));
+            c.get()
+        });
+        if calls % 2 == 0 {
+            thread::yield_now();
+        }
+    }
+}
+
+/// One completed call in a history.
+#[derive(Clone, Debug)]
+pub struct Event<O, R> {
+    pub thread: usize,
+    pub op: O,
+    pub output: R,
+    /// Stamp taken just before the call; a call may take effect any time after it...
+    pub invoked: u64,
+    /// ...and before this stamp, taken just after the call returned.
+    pub returned: u64,
+}
+
+/// Checks that some order of the events, consistent with real time (an event that
+/// returned before another was invoked comes first), makes the model return exactly
+/// what each call returned. Depth-first search, memoised on (events done, model state).
+pub fn is_linearizable<S: Spec>(initial: &S::Model, history: &[Event<S::Op, S::Output>]) -> bool {
+    assert!(history.len() <= 64, "histories are limited to 64 events");
+    let all = if history.len() == 64 { u64::MAX } else { (1u64 << history.len()) - 1 };
+    let mut dead_ends = HashSet::new();
+    search::<S>(initial, 0, all, history, &mut dead_ends)
+}
+
+fn search<S: Spec>(
+    model: &S::Model,
+    done: u64,
+    all: u64,
+    history: &[Event<S::Op, S::Output>],
+    dead_ends: &mut HashSet<(u64, S::Model)>,
+) -> bool {
+    if done == all {
+        return true;
+    }
+    if dead_ends.contains(&(done, model.clone())) {
+        return false;
+    }
+    let pending = || history.iter().enumerate().filter(move |(i, _)| done & (1 << i) == 0);
+    // Only events invoked before every pending event's return can go next.
+    let horizon = pending().map(|(_, e)| e.returned).min().unwrap_or(u64::MAX);
+    for (i, event) in pending() {
+        if event.invoked > horizon {
+            continue;
+        }
+        let mut next = model.clone();
+        if S::step(&mut next, &event.op) == event.output && search::<S>(&next, done | (1 << i), all, history, dead_ends) {
+            return true;
+        }
+    }
+    dead_ends.insert((done, model.clone()));
+    false
+}
+
+/// Runs each thread's ops on its own real thread, all released together by a barrier,
+/// and returns the recorded history. `call` applies one op to the shared system.
+/// A panic on any thread is returned as the case error it stands for.
+pub fn record<O, R>(per_thread: &[Vec<O>], call: impl Fn(&O) -> R + Sync) -> Result<Vec<Event<O, R>>, CaseError>
+where
+    O: Clone + Debug + Send + Sync,
+    R: Send,
+{
+    trying(&per_thread);
+    let clock = AtomicU64::new(0);
+    let barrier = Barrier::new(per_thread.len());
+    let results: Vec<thread::Result<Vec<Event<O, R>>>> = thread::scope(|scope| {
+        let handles: Vec<_> = per_thread
+            .iter()
+            .enumerate()
+            .map(|(thread, ops)| {
+                let (clock, barrier, call) = (&clock, &barrier, &call);
+                scope.spawn(move || {
+                    barrier.wait();
+                    ops.iter()
+                        .map(|op| {
+                            let invoked = clock.fetch_add(1, Ordering::SeqCst);
+                            let output = call(op);
+                            let returned = clock.fetch_add(1, Ordering::SeqCst);
+                            Event { thread, op: op.clone(), output, invoked, returned }
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let mut history = Vec::new();
+    for result in results {
+        match result {
+            Ok(events) => history.extend(events),
+            Err(payload) => {
+                let panic = Panic::from_payload(payload.as_ref());
+                return Err(panic.into_case_error(format!("threads running {per_thread:?}")));
+            }
+        }
+    }
+    history.sort_by_key(|e| e.invoked);
+    Ok(history)
+}
+
+/// A history as a learner reads it: one line per call, in order of invocation.
+pub fn describe<O: Debug, R: Debug>(history: &[Event<O, R>]) -> String {
+    let mut text = String::new();
+    for e in history {
+        let _ = writeln!(
+            text,
+            "  thread {}: {:<40} -> {:<24} (called at {:>3}, returned at {:>3})",
+            e.thread,
+            format!("{:?}", e.op),
+            format!("{:?}", e.output),
+            e.invoked,
+            e.returned
+        );
+    }
+    text
+}
+
+/// Small, fast, deterministic generator for history shapes (SplitMix64).
+#[derive(Clone, Debug)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform-enough pick in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// The shape and count of histories a concurrency case records. Fixed per case so
+/// that a verdict does not depend on machine speed (only on the interleavings seen).
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryBudget {
+    /// (threads, ops per thread, how many histories), smallest shapes first so the
+    /// first failure shown is a small one.
+    pub rounds: &'static [(usize, usize, u32)],
+    pub seed: u64,
+}
+
+/// Records histories as `budget` says, with ops drawn by `pick_op` and a fresh system
+/// for each from `fresh`, and checks each against the model from `config`.
+pub fn check_histories<S, Sys>(
+    config: &S::Config,
+    budget: HistoryBudget,
+    pick_op: impl Fn(&mut SplitMix, usize) -> S::Op,
+    fresh: impl Fn() -> Result<Sys, CaseError>,
+    call: impl Fn(&Sys, &S::Op) -> S::Output + Sync,
+) -> CaseResult
+where
+    S: Spec,
+    S::Op: Send + Sync,
+    S::Output: Send,
+    Sys: Sync,
+{
+    let mut rng = SplitMix::new(budget.seed);
+    let initial = S::model(config);
+    for &(threads, ops_per_thread, histories) in budget.rounds {
+        for _ in 0..histories {
+            let per_thread: Vec<Vec<S::Op>> =
+                (0..threads).map(|t| (0..ops_per_thread).map(|_| pick_op(&mut rng, t)).collect()).collect();
+            let system = fresh()?;
+            let history = record(&per_thread, |op| call(&system, op))?;
+            if !is_linearizable::<S>(&initial, &history) {
+                return Err(CaseError::failed(format!(
+                    "{config:?}\nthis concurrent history has no valid sequential order (not linearizable):\n{}",
+                    describe(&history)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A register: write(v) returns the previous value.
+    struct Register;
+    impl Spec for Register {
+        type Config = ();
+        type Op = Option<u8>; // Some(v) = write v, None = read
+        type Output = u8;
+        type Model = u8;
+        fn model(_: &()) -> u8 {
+            0
+        }
+        fn step(model: &mut u8, op: &Option<u8>) -> u8 {
+            let old = *model;
+            if let Some(v) = op {
+                *model = *v;
+            }
+            old
+        }
+    }
+
+    fn event(thread: usize, op: Option<u8>, output: u8, invoked: u64, returned: u64) -> Event<Option<u8>, u8> {
+        Event { thread, op, output, invoked, returned }
+    }
+
+    #[test]
+    fn overlapping_calls_may_take_effect_in_either_order() {
+        // write(1) and write(2) overlap; both saw 0 -> impossible; one saw the other -> fine.
+        let ok = [event(0, Some(1), 0, 0, 3), event(1, Some(2), 1, 1, 2)];
+        assert!(is_linearizable::<Register>(&0, &ok));
+        let lost_update = [event(0, Some(1), 0, 0, 3), event(1, Some(2), 0, 1, 2)];
+        assert!(!is_linearizable::<Register>(&0, &lost_update));
+    }
+
+    #[test]
+    fn real_time_order_is_respected() {
+        // The read starts after write(5) returned, so it must see 5.
+        let stale = [event(0, Some(5), 0, 0, 1), event(1, None, 0, 2, 3)];
+        assert!(!is_linearizable::<Register>(&0, &stale));
+        let fresh = [event(0, Some(5), 0, 0, 1), event(1, None, 5, 2, 3)];
+        assert!(is_linearizable::<Register>(&0, &fresh));
+    }
+
+    #[test]
+    fn recorded_histories_of_a_locked_register_are_linearizable_and_a_racy_one_is_caught() {
+        let budget = HistoryBudget { rounds: &[(3, 4, 200)], seed: 1 };
+        let pick = |rng: &mut SplitMix, _| if rng.below(2) == 0 { None } else { Some(rng.below(5) as u8 + 1) };
+        let locked = check_histories::<Register, _>(&(), budget, pick, || Ok(std::sync::Mutex::new(0u8)), |m, op| {
+            let mut v = m.lock().unwrap();
+            let old = *v;
+            if let Some(new) = op {
+                *v = *new;
+            }
+            old
+        });
+        assert_eq!(locked, Ok(()));
+
+        // Read and write in two critical sections: a lost update shows up.
+        set_forced_yields(true);
+        let racy = check_histories::<Register, _>(&(), budget, pick, || Ok(std::sync::Mutex::new(0u8)), |m, op| {
+            let old = *m.lock().unwrap();
+            contention_point();
+            contention_point();
+            if let Some(new) = op {
+                *m.lock().unwrap() = *new;
+            }
+            old
+        });
+        set_forced_yields(false);
+        let Err(CaseError::Failed(report)) = racy else { panic!("race not caught: {racy:?}") };
+        assert!(report.contains("not linearizable"), "{report}");
+    }
+}

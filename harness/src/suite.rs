@@ -1,0 +1,184 @@
+//! What a graded suite is made of: levelled [`Case`]s that each pass or fail with a
+//! readable report, and the panic plumbing that turns `todo!()` into "not implemented".
+//!
+//! One list of cases serves every front end: the `cargo grade` report card, the
+//! libtest trials of `cargo test -p exercises`, and the project's self-check.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A level of an exercise: cases of level N only make sense once levels below pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Level {
+    pub number: u8,
+    pub name: &'static str,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "L{} {}", self.number, self.name)
+    }
+}
+
+/// Why a case did not pass, as decided inside the (child) process that ran it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaseError {
+    /// The attempt hit `todo!()` / `unimplemented!()`: not a bug, just not written yet.
+    NotImplemented(String),
+    /// A real failure: the report holds the numbered steps, expected vs actual.
+    Failed(String),
+}
+
+impl CaseError {
+    /// A failure whose report is `report`.
+    pub fn failed(report: impl Into<String>) -> Self {
+        CaseError::Failed(report.into())
+    }
+}
+
+pub type CaseResult = Result<(), CaseError>;
+
+/// A graded case. `run` is executed in an isolated child process by
+/// [`crate::isolation`], so it may assume a fresh process and may hang or crash.
+pub struct Case {
+    /// Unique across everything one binary runs, e.g. `ttl_lru::l1_lru::short_sequences`.
+    pub id: String,
+    pub exercise: &'static str,
+    pub level: Level,
+    pub name: &'static str,
+    /// Shown under the first failure of a report card.
+    pub hint: &'static str,
+    /// Wall-clock limit for the whole case, child start-up included.
+    pub deadline: Duration,
+    pub run: Box<dyn Fn() -> CaseResult + Send + Sync>,
+}
+
+impl Case {
+    pub fn new(
+        exercise: &'static str,
+        level: Level,
+        name: &'static str,
+        hint: &'static str,
+        deadline: Duration,
+        run: impl Fn() -> CaseResult + Send + Sync + 'static,
+    ) -> Self {
+        let mut case = Case { id: String::new(), exercise, level, name, hint, deadline, run: Box::new(run) };
+        case.id = case.local_id();
+        case
+    }
+
+    /// `exercise::lN_level::name`: the id without any prefix, as learners see it.
+    pub fn local_id(&self) -> String {
+        format!("{}::l{}_{}::{}", self.exercise, self.level.number, self.level.name, self.name)
+    }
+
+    /// The same case under `prefix::id`, so one binary can hold several targets
+    /// (reference, mutants) without id clashes.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.id = format!("{prefix}::{}", self.id);
+        self
+    }
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// A caught panic: its message and, when the panic hook saw it, where it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Panic {
+    pub message: String,
+}
+
+impl Panic {
+    /// `todo!()` and `unimplemented!()` mean "not written yet", not "wrong".
+    pub fn is_not_implemented(&self) -> bool {
+        self.message.starts_with("not yet implemented") || self.message.starts_with("not implemented")
+    }
+
+    pub fn from_payload(payload: &(dyn Any + Send)) -> Panic {
+        let text = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic with a non-string payload".to_string()
+        };
+        let location = LAST_PANIC_LOCATION.lock().map(|l| l.clone()).unwrap_or_default();
+        let message = match location {
+            Some(at) => format!("{text} (at {at})"),
+            None => text,
+        };
+        Panic { message }
+    }
+
+    /// The case error this panic stands for, with `context` saying what was running.
+    pub fn into_case_error(self, context: impl fmt::Display) -> CaseError {
+        if self.is_not_implemented() {
+            CaseError::NotImplemented(self.message)
+        } else {
+            CaseError::Failed(format!("{context}\npanicked: {}", self.message))
+        }
+    }
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+static LAST_PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
+
+/// Replaces the default panic hook with one that records the location quietly:
+/// the runner reports panics itself, so the default stderr dump would only be noise.
+pub fn install_quiet_panic_hook() {
+    panic::set_hook(Box::new(|info| {
+        if let Ok(mut last) = LAST_PANIC_LOCATION.lock() {
+            *last = info.location().map(|l| l.to_string());
+        }
+    }));
+}
+
+/// Runs `f`, turning a panic into `Err(Panic)`.
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Panic> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Panic::from_payload(payload.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn todo_is_not_implemented_and_other_panics_are_failures() {
+        install_quiet_panic_hook();
+        let todo = guarded(|| -> u32 { todo!() }).unwrap_err();
+        assert!(todo.is_not_implemented());
+        assert!(matches!(todo.into_case_error("x"), CaseError::NotImplemented(_)));
+
+        let boom = guarded(|| -> u32 { panic!("boom {}", 7) }).unwrap_err();
+        assert!(!boom.is_not_implemented());
+        match boom.into_case_error("step 3") {
+            CaseError::Failed(report) => {
+                assert!(report.contains("step 3"), "{report}");
+                assert!(report.contains("boom 7"), "{report}");
+                assert!(report.contains("suite.rs"), "location missing: {report}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_name_exercise_level_and_case() {
+        let case = Case::new("kata", Level { number: 2, name: "ttl" }, "edges", "", Duration::from_secs(1), || Ok(()));
+        assert_eq!(case.id, "kata::l2_ttl::edges");
+        let prefixed = case.prefixed("reference");
+        assert_eq!(prefixed.id, "reference::kata::l2_ttl::edges");
+        assert_eq!(prefixed.local_id(), "kata::l2_ttl::edges");
+    }
+}

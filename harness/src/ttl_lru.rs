@@ -1,0 +1,755 @@
+//! Exercise: a thread-safe cache with per-entry TTL, LRU eviction and single-flight
+//! loading. Holds the contract ([`TtlLruCache`]), the model it is graded against and
+//! the graded suite ([`suite`]). Semantics: `shared/spec/ttl_lru.md`, restated on the
+//! trait below so that a learner needs nothing else.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use crate::clock::{ManualClock, SharedClock, Timestamp};
+use crate::linearizability::{check_histories, contention_point, set_forced_yields, HistoryBudget, SplitMix};
+use crate::sequential::{exhaustive, random, replay, Budget, Spec};
+use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
+
+/// The contract. Implement it for your `TtlLru<K, V>` in `exercises/src/ttl_lru.rs`.
+///
+/// * An entry inserted at time `t` with `ttl` d is **live** iff `now < t + d`. Only
+///   live entries are ever returned or counted; an expired entry behaves as absent.
+/// * `capacity` bounds the live entries. Inserting a new key when `capacity` live
+///   entries (other than that key) exist evicts the least recently used live entry.
+///   A live entry is never evicted while an expired one still holds a slot.
+/// * Recency: `insert`, a hit of `get` and a hit of `get_or_insert_with` make the key
+///   the most recently used. Nothing else does (a miss, `len`, `remove`).
+/// * `capacity == 0` stores nothing. `ttl == 0` makes `insert` act as `remove`.
+/// * Every method takes `&self` and the cache is `Send + Sync`: any history of
+///   concurrent calls must be explainable by some sequential order of those calls in
+///   which each call takes effect at one instant between its start and its return
+///   (linearizability).
+pub trait TtlLruCache<K, V>: Send + Sync + Sized
+where
+    K: Hash + Eq + Clone + Send + Sync,
+    V: Clone + Send + Sync,
+{
+    /// An empty cache holding at most `capacity` live entries, reading time from `clock`.
+    fn new(capacity: usize, clock: SharedClock) -> Self;
+
+    /// Stores `value` under `key` until `now + ttl`. On a live key: replaces the value,
+    /// resets the TTL, makes it most recent, evicts nothing, returns the old value.
+    /// Otherwise returns `None` (evicting the LRU live entry if the cache is full).
+    fn insert(&self, key: K, value: V, ttl: Duration) -> Option<V>;
+
+    /// The live value of `key`, making it the most recently used. Never extends the
+    /// TTL. An expired key returns `None` and its recency does not change.
+    fn get(&self, key: &K) -> Option<V>;
+
+    /// Removes `key`; returns its value if it was live.
+    fn remove(&self, key: &K) -> Option<V>;
+
+    /// The number of live entries.
+    fn len(&self) -> usize;
+
+    /// `true` iff `len() == 0`.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The live value of `key` (a hit, as `get`), or else calls `load` once, inserts its
+    /// value with `ttl` (as `insert`) and returns it.
+    ///
+    /// Single flight: concurrent callers on the same missing key run **one** `load` and
+    /// all get its value; calls on other keys proceed while `load` runs (no lock held
+    /// across it); calls that change the same key (`insert`, `remove`) take effect after
+    /// the load completes. If `load` panics, only its caller sees the panic and a caller
+    /// still waiting loads again. `load` must not call into the cache for the same key.
+    fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, ttl: Duration, load: F) -> V;
+}
+
+/// The key type of the graded suite: a small id whose `Hash` and `Eq` hit a
+/// [`contention_point`], so that concurrency cases can force interleavings.
+#[derive(Clone, Copy)]
+pub struct Key(pub u8);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        contention_point();
+        self.0 == other.0
+    }
+}
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        contention_point();
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "k{}", self.0)
+    }
+}
+
+/// The value type of the graded suite.
+pub type Value = u32;
+
+/// The cache under test, behind a trait object so the suite is compiled once, not
+/// once per implementation graded.
+pub trait ErasedCache: Send + Sync {
+    fn insert(&self, key: Key, value: Value, ttl: Duration) -> Option<Value>;
+    fn get(&self, key: &Key) -> Option<Value>;
+    fn remove(&self, key: &Key) -> Option<Value>;
+    fn len(&self) -> usize;
+    fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value;
+}
+
+impl<C: TtlLruCache<Key, Value>> ErasedCache for C {
+    fn insert(&self, key: Key, value: Value, ttl: Duration) -> Option<Value> {
+        TtlLruCache::insert(self, key, value, ttl)
+    }
+    fn get(&self, key: &Key) -> Option<Value> {
+        TtlLruCache::get(self, key)
+    }
+    fn remove(&self, key: &Key) -> Option<Value> {
+        TtlLruCache::remove(self, key)
+    }
+    fn len(&self) -> usize {
+        TtlLruCache::len(self)
+    }
+    fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value {
+        TtlLruCache::get_or_insert_with(self, key, ttl, load)
+    }
+}
+
+/// Builds the cache under test.
+pub type Factory = fn(usize, SharedClock) -> Arc<dyn ErasedCache>;
+
+/// The factory for implementation `C`.
+pub fn factory<C: TtlLruCache<Key, Value> + 'static>() -> Factory {
+    |capacity, clock| Arc::new(C::new(capacity, clock))
+}
+
+// ---------------------------------------------------------------------------------
+// The model
+// ---------------------------------------------------------------------------------
+
+/// How a graded cache is built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub capacity: usize,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cache = TtlLru::new(capacity {}), clock at t=0", self.capacity)
+    }
+}
+
+/// One call, or one step of the test's clock.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Op {
+    Insert { key: u8, value: Value, ttl: Duration },
+    Get(u8),
+    Remove(u8),
+    Len,
+    /// The test moves its `ManualClock` forward.
+    Advance(Duration),
+    /// `load` returns `value` (and records that it was called).
+    GetOrInsertWith { key: u8, ttl: Duration, value: Value },
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Insert { key, value, ttl } => write!(f, "insert(k{key}, {value}, ttl {})", show_ttl(*ttl)),
+            Op::Get(key) => write!(f, "get(k{key})"),
+            Op::Remove(key) => write!(f, "remove(k{key})"),
+            Op::Len => write!(f, "len()"),
+            Op::Advance(d) => write!(f, "clock.advance({d:?})"),
+            Op::GetOrInsertWith { key, ttl, value } => {
+                write!(f, "get_or_insert_with(k{key}, ttl {}, || {value})", show_ttl(*ttl))
+            }
+        }
+    }
+}
+
+fn show_ttl(ttl: Duration) -> String {
+    if ttl == Duration::MAX {
+        "MAX".into()
+    } else {
+        format!("{ttl:?}")
+    }
+}
+
+/// What a call returned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Value(Option<Value>),
+    Len(usize),
+    Loaded { value: Value, called_load: bool },
+    Nothing,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Output::Value(v) => write!(f, "{v:?}"),
+            Output::Len(n) => write!(f, "{n}"),
+            Output::Loaded { value, called_load: true } => write!(f, "{value} (load called)"),
+            Output::Loaded { value, called_load: false } => write!(f, "{value} (load not called)"),
+            Output::Nothing => write!(f, "()"),
+        }
+    }
+}
+
+/// The model: live entries only, least recently used first.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Model {
+    capacity: usize,
+    now: Timestamp,
+    /// (key, value, expires at), LRU first.
+    entries: Vec<(u8, Value, Timestamp)>,
+}
+
+impl Model {
+    fn take(&mut self, key: u8) -> Option<(u8, Value, Timestamp)> {
+        let at = self.entries.iter().position(|e| e.0 == key)?;
+        Some(self.entries.remove(at))
+    }
+
+    fn insert(&mut self, key: u8, value: Value, ttl: Duration) -> Option<Value> {
+        let old = self.take(key).map(|e| e.1);
+        let expires = self.now + ttl;
+        if expires > self.now && self.capacity > 0 {
+            if old.is_none() && self.entries.len() == self.capacity {
+                self.entries.remove(0);
+            }
+            self.entries.push((key, value, expires));
+        }
+        old
+    }
+}
+
+/// The TTL+LRU specification.
+pub struct TtlLruSpec;
+
+impl Spec for TtlLruSpec {
+    type Config = Config;
+    type Op = Op;
+    type Output = Output;
+    type Model = Model;
+
+    fn model(config: &Config) -> Model {
+        Model { capacity: config.capacity, now: Timestamp::ZERO, entries: Vec::new() }
+    }
+
+    fn step(model: &mut Model, op: &Op) -> Output {
+        // Expired entries are unobservable: dropping them keeps the state canonical.
+        let now = model.now;
+        model.entries.retain(|e| e.2 > now);
+        match *op {
+            Op::Insert { key, value, ttl } => Output::Value(model.insert(key, value, ttl)),
+            Op::Get(key) => Output::Value(model.take(key).map(|e| {
+                model.entries.push(e);
+                e.1
+            })),
+            Op::Remove(key) => Output::Value(model.take(key).map(|e| e.1)),
+            Op::Len => Output::Len(model.entries.len()),
+            Op::Advance(d) => {
+                model.now = model.now + d;
+                Output::Nothing
+            }
+            Op::GetOrInsertWith { key, ttl, value } => match model.take(key) {
+                Some(hit) => {
+                    model.entries.push(hit);
+                    Output::Loaded { value: hit.1, called_load: false }
+                }
+                None => {
+                    model.insert(key, value, ttl);
+                    Output::Loaded { value, called_load: true }
+                }
+            },
+        }
+    }
+}
+
+/// Applies one op to the cache under test (and the test's clock).
+fn apply(cache: &dyn ErasedCache, clock: &ManualClock, op: &Op) -> Output {
+    match *op {
+        Op::Insert { key, value, ttl } => Output::Value(cache.insert(Key(key), value, ttl)),
+        Op::Get(key) => Output::Value(cache.get(&Key(key))),
+        Op::Remove(key) => Output::Value(cache.remove(&Key(key))),
+        Op::Len => Output::Len(cache.len()),
+        Op::Advance(d) => {
+            clock.advance(d);
+            Output::Nothing
+        }
+        Op::GetOrInsertWith { key, ttl, value } => {
+            let mut called_load = false;
+            let value = cache.get_or_insert_with(Key(key), ttl, &mut || {
+                called_load = true;
+                value
+            });
+            Output::Loaded { value, called_load }
+        }
+    }
+}
+
+/// Replays `ops` on a fresh cache from `make` and on the model.
+fn replay_on(make: Factory, config: &Config, ops: &[Op]) -> CaseResult {
+    replay::<TtlLruSpec, _>(config, ops, |config| {
+        let clock = ManualClock::new();
+        let cache = make(config.capacity, clock.shared());
+        move |op: &Op| apply(cache.as_ref(), &clock, op)
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Inputs
+// ---------------------------------------------------------------------------------
+
+/// "Forever", as far as a test is concerned, without hitting saturation.
+const LONG: Duration = Duration::from_secs(3600);
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Gives every insert/load a distinct value (100 + its step), so a stale or swapped
+/// value can never pass for the right one.
+fn numbered(ops: &[Op]) -> Vec<Op> {
+    let mut ops = ops.to_vec();
+    for (i, op) in ops.iter_mut().enumerate() {
+        if let Op::Insert { value, .. } | Op::GetOrInsertWith { value, .. } = op {
+            *value = 100 + i as Value;
+        }
+    }
+    ops
+}
+
+fn key_of(op: &Op) -> Option<u8> {
+    match *op {
+        Op::Insert { key, .. } | Op::Get(key) | Op::Remove(key) | Op::GetOrInsertWith { key, .. } => Some(key),
+        Op::Len | Op::Advance(_) => None,
+    }
+}
+
+/// Keys are interchangeable, so only sequences that first use k0, then k1, ... are
+/// enumerated: every other sequence is one of those with keys renamed.
+fn keys_in_first_use_order(ops: &[Op]) -> bool {
+    let mut next_new = 0u8;
+    for key in ops.iter().filter_map(key_of) {
+        if key > next_new {
+            return false;
+        }
+        if key == next_new {
+            next_new += 1;
+        }
+    }
+    true
+}
+
+/// Which ops a level's sequences are made of.
+#[derive(Clone, Copy)]
+struct Alphabet {
+    keys: u8,
+    ttls: &'static [Duration],
+    advance: Option<Duration>,
+    loads: bool,
+    removes: bool,
+}
+
+impl Alphabet {
+    fn letters(self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for key in 0..self.keys {
+            for &ttl in self.ttls {
+                ops.push(Op::Insert { key, value: 0, ttl });
+                if self.loads {
+                    ops.push(Op::GetOrInsertWith { key, ttl, value: 0 });
+                }
+            }
+            ops.push(Op::Get(key));
+            if self.removes {
+                ops.push(Op::Remove(key));
+            }
+        }
+        ops.push(Op::Len);
+        ops.extend(self.advance.map(Op::Advance));
+        ops
+    }
+
+    fn strategy(self, capacities: std::ops::RangeInclusive<usize>, max_len: usize) -> impl Strategy<Value = (Config, Vec<Op>)> {
+        let letters = self.letters();
+        (capacities, proptest::collection::vec(proptest::sample::select(letters), 1..=max_len))
+            .prop_map(|(capacity, ops)| (Config { capacity }, numbered(&ops)))
+    }
+}
+
+fn exhaustive_case(make: Factory, capacities: &[usize], alphabet: Alphabet, max_len: usize) -> CaseResult {
+    let configs: Vec<Config> = capacities.iter().map(|&capacity| Config { capacity }).collect();
+    exhaustive(&configs, |_| alphabet.letters(), max_len, keys_in_first_use_order, |config, ops| {
+        replay_on(make, config, &numbered(ops))
+    })
+}
+
+fn random_case(make: Factory, capacities: std::ops::RangeInclusive<usize>, alphabet: Alphabet) -> CaseResult {
+    random(alphabet.strategy(capacities, 48), Budget::default(), |(config, ops)| replay_on(make, config, ops))
+}
+
+const LRU_ONLY: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advance: None, loads: false, removes: true };
+const WITH_TTL: Alphabet =
+    Alphabet { keys: 3, ttls: &[SECOND, Duration::from_secs(2)], advance: Some(SECOND), loads: false, removes: true };
+/// Three keys so that a load hit's recency matters for eviction at capacity 2.
+const WITH_LOADS: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advance: None, loads: true, removes: false };
+const RANDOM_LRU: Alphabet = Alphabet { keys: 6, ttls: &[LONG], advance: None, loads: false, removes: true };
+const RANDOM_TTL: Alphabet = Alphabet {
+    keys: 5,
+    ttls: &[Duration::from_millis(500), SECOND, Duration::from_millis(2500), LONG],
+    advance: Some(Duration::from_millis(500)),
+    loads: false,
+    removes: true,
+};
+const RANDOM_LOADS: Alphabet = Alphabet { loads: true, ..RANDOM_TTL };
+
+/// Hand-written edge scenarios, each replayed like any other sequence.
+fn edge_scenarios() -> Vec<(Config, Vec<Op>)> {
+    use Op::*;
+    let ins = |key, value, ttl| Insert { key, value, ttl };
+    vec![
+        // ttl 0 removes the key and evicts nothing else, even when full.
+        (Config { capacity: 2 }, vec![ins(0, 1, LONG), ins(1, 2, LONG), ins(0, 3, Duration::ZERO), Get(0), Get(1), Len]),
+        (Config { capacity: 1 }, vec![ins(0, 1, LONG), ins(1, 2, Duration::ZERO), Get(0), Get(1), Len]),
+        // Live iff now < t + ttl: at exactly t + ttl the entry is gone.
+        (Config { capacity: 2 }, vec![ins(0, 1, SECOND), Advance(Duration::from_nanos(999_999_999)), Get(0), Advance(Duration::from_nanos(1)), Get(0), Len]),
+        // A huge TTL never expires and never overflows.
+        (Config { capacity: 2 }, vec![ins(0, 1, Duration::MAX), Advance(Duration::from_secs(1 << 40)), Get(0), ins(0, 2, Duration::MAX), Len]),
+        // get refreshes recency but not the TTL.
+        (Config { capacity: 2 }, vec![ins(0, 1, SECOND), Advance(Duration::from_millis(900)), Get(0), Advance(Duration::from_millis(100)), Get(0), Len]),
+        // An expired entry gives up its slot before any live one is evicted.
+        (Config { capacity: 2 }, vec![ins(0, 1, LONG), ins(1, 2, SECOND), Get(0), Advance(SECOND), ins(2, 3, LONG), Get(0), Get(2), Len]),
+        // Replacing an expired key is a fresh insert: returns None.
+        (Config { capacity: 1 }, vec![ins(0, 1, SECOND), Advance(SECOND), ins(0, 2, SECOND), Get(0), Remove(0), Len]),
+        // Advancing far frees every slot.
+        (Config { capacity: 3 }, vec![ins(0, 1, SECOND), ins(1, 2, SECOND), ins(2, 3, SECOND), Advance(LONG), Len, Get(1), ins(3, 4, SECOND), Len]),
+    ]
+}
+
+// ---------------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------------
+
+/// Small shapes first (the first failure shown is small), then wider ones.
+const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 3, 300), (3, 4, 300), (4, 5, 150)], seed: 0x5eed };
+
+fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
+    set_forced_yields(true);
+    let config = Config { capacity };
+    let pick = |rng: &mut SplitMix, thread: usize| {
+        let key = rng.below(3) as u8;
+        // Distinct values per thread and draw, so every write is identifiable.
+        let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
+        match rng.below(if loads { 7 } else { 5 }) {
+            0 | 1 => Op::Insert { key, value, ttl: if rng.below(6) == 0 { Duration::ZERO } else { LONG } },
+            2 => Op::Get(key),
+            3 => Op::Remove(key),
+            4 => Op::Len,
+            _ => Op::GetOrInsertWith { key, ttl: LONG, value },
+        }
+    };
+    let clock = ManualClock::new();
+    let result = check_histories::<TtlLruSpec, _>(
+        &config,
+        HISTORIES,
+        pick,
+        || guarded(|| make(capacity, clock.shared())).map_err(|p| p.into_case_error(format!("{config:?}"))),
+        |cache, op| apply(cache.as_ref(), &clock, op),
+    );
+    set_forced_yields(false);
+    result
+}
+
+/// N callers on one missing key: exactly one load runs and all get its value.
+fn loads_once(make: Factory) -> CaseResult {
+    const CALLERS: usize = 8;
+    let cache = guarded(|| make(16, ManualClock::new().shared())).map_err(|p| p.into_case_error("TtlLru::new(16)"))?;
+    for round in 0..20u8 {
+        let loads = AtomicUsize::new(0);
+        let barrier = Barrier::new(CALLERS);
+        let results: Vec<thread::Result<Value>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..CALLERS as Value)
+                .map(|caller| {
+                    let (cache, loads, barrier) = (&cache, &loads, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        cache.get_or_insert_with(Key(round), LONG, &mut || {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            // A slow load: the window in which the others arrive.
+                            thread::sleep(Duration::from_millis(20));
+                            caller
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        let mut values = Vec::new();
+        for result in results {
+            values.push(result.map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with"))?);
+        }
+        let loads = loads.load(Ordering::SeqCst);
+        let first = values[0];
+        if loads != 1 || values.iter().any(|&v| v != first) {
+            return Err(CaseError::failed(format!(
+                "{CALLERS} threads called get_or_insert_with(k{round}, ..) on a missing key at once (each load sleeps 20ms)\n\
+                 load ran {loads} times (expected exactly 1); values returned: {values:?} (expected all equal)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// While a load of k0 is blocked, calls on other keys must still complete.
+fn other_keys_proceed(make: Factory) -> CaseResult {
+    let cache = guarded(|| make(16, ManualClock::new().shared())).map_err(|p| p.into_case_error("TtlLru::new(16)"))?;
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    let loader = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            cache.get_or_insert_with(Key(0), LONG, &mut || {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(30));
+                7
+            })
+        })
+    };
+    if started_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let outcome = loader.join().map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with(k0)"));
+        outcome?;
+        return Err(CaseError::failed("get_or_insert_with(k0, ..) on a missing key returned without calling load"));
+    }
+    let other = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            let steps = (
+                cache.insert(Key(1), 1, LONG),
+                cache.get(&Key(1)),
+                cache.get_or_insert_with(Key(2), LONG, &mut || 2),
+                cache.remove(&Key(1)),
+            );
+            let _ = done_tx.send(steps);
+        })
+    };
+    let finished = done_rx.recv_timeout(Duration::from_secs(5));
+    let _ = release_tx.send(());
+    match finished {
+        Ok(steps) if steps == (None, Some(1), 2, Some(1)) => {}
+        Ok(steps) => {
+            return Err(CaseError::failed(format!(
+                "while k0 was loading: insert(k1, 1), get(k1), get_or_insert_with(k2, || 2), remove(k1) returned {steps:?}, expected (None, Some(1), 2, Some(1))"
+            )))
+        }
+        Err(_) => {
+            return Err(CaseError::failed(
+                "while get_or_insert_with(k0, ..) was running its load, calls on k1 and k2 did not complete within 5s:\n\
+                 a lock is held across the load, blocking every other key",
+            ))
+        }
+    }
+    let loaded = loader.join().map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with(k0)"))?;
+    let _ = other.join();
+    if loaded != 7 {
+        return Err(CaseError::failed(format!("get_or_insert_with(k0, || 7) returned {loaded}")));
+    }
+    Ok(())
+}
+
+/// A panicking load hurts only its caller; a waiter loads again; the cache stays usable.
+fn panicking_loader(make: Factory) -> CaseResult {
+    let cache = guarded(|| make(16, ManualClock::new().shared())).map_err(|p| p.into_case_error("TtlLru::new(16)"))?;
+    let (started_tx, started_rx) = mpsc::channel();
+    let doomed = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            cache.get_or_insert_with(Key(0), LONG, &mut || {
+                let _ = started_tx.send(());
+                thread::sleep(Duration::from_millis(100));
+                panic!("load failed (on purpose)");
+            })
+        })
+    };
+    let _ = started_rx.recv_timeout(Duration::from_secs(10));
+    let (waiter_tx, waiter_rx) = mpsc::channel();
+    let waiter = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            let mut calls = 0;
+            let value = cache.get_or_insert_with(Key(0), LONG, &mut || {
+                calls += 1;
+                9
+            });
+            let _ = waiter_tx.send((value, calls));
+        })
+    };
+    if let Ok(value) = doomed.join() {
+        return Err(CaseError::failed(format!(
+            "get_or_insert_with(k0, || panic!()) returned {value}: the load's panic must reach its caller"
+        )));
+    }
+    let context = "a second caller of get_or_insert_with(k0, || 9), while the first caller's load panicked";
+    let Ok((value, calls)) = waiter_rx.recv_timeout(Duration::from_secs(10)) else {
+        // Join only a thread that has ended (it panicked); a stuck one would hang us.
+        if waiter.is_finished() {
+            if let Err(panic) = waiter.join() {
+                return Err(Panic::from_payload(panic.as_ref()).into_case_error(context));
+            }
+        }
+        return Err(CaseError::failed(format!(
+            "{context}: still waiting 10s after the load panicked. The in-flight marker must be cleared during unwinding too."
+        )));
+    };
+    if (value, calls) != (9, 1) {
+        return Err(CaseError::failed(format!("{context}: got {value} with its load called {calls} times, expected 9 with 1 call")));
+    }
+    let after = guarded(|| (cache.get(&Key(0)), cache.insert(Key(1), 1, LONG), cache.len()))
+        .map_err(|p| p.into_case_error("after a load panicked: get(k0), insert(k1, 1), len()"))?;
+    if after != (Some(9), None, 2) {
+        return Err(CaseError::failed(format!(
+            "after a load panicked and a waiter loaded 9: get(k0), insert(k1, 1), len() returned {after:?}, expected (Some(9), None, 2)"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// The suite
+// ---------------------------------------------------------------------------------
+
+pub const EXERCISE: &str = "ttl_lru";
+pub const L1: Level = Level { number: 1, name: "lru" };
+pub const L2: Level = Level { number: 2, name: "ttl" };
+pub const L3: Level = Level { number: 3, name: "threads" };
+pub const L4: Level = Level { number: 4, name: "single_flight" };
+
+const QUICK: Duration = Duration::from_secs(30);
+const THREADED: Duration = Duration::from_secs(60);
+
+/// Every graded case of the exercise, in level order, for the implementation `make` builds.
+pub fn suite(make: Factory) -> Vec<Case> {
+    let case = |level, name, hint, deadline, run: fn(Factory) -> CaseResult| {
+        Case::new(EXERCISE, level, name, hint, deadline, move || run(make))
+    };
+    vec![
+        case(L1, "short_sequences",
+            "Every sequence of up to 5 inserts/gets/removes/lens over 3 keys, capacities 1-3, no expiry. \
+             The least recently *used* entry goes first: get and insert both count as a use; replacing a key evicts nothing.",
+            QUICK, |make| exhaustive_case(make, &[1, 2, 3], LRU_ONLY, 5)),
+        case(L1, "random_sequences",
+            "Longer random sequences (up to 48 ops, 6 keys, capacities 1-5). Check that recency is updated on every hit and that len() matches the entries kept.",
+            QUICK, |make| random_case(make, 1..=5, RANDOM_LRU)),
+        case(L1, "capacity_zero",
+            "A cache of capacity 0 stores nothing: every get misses, len() is 0, insert returns None.",
+            QUICK, |make| exhaustive_case(make, &[0], LRU_ONLY, 4)),
+        case(L2, "short_sequences",
+            "Every short sequence with TTLs of 1-2s and clock steps of 1s. An entry is live iff now < inserted_at + ttl; \
+             get refreshes recency but never the TTL; expired entries are invisible to get and len and are dropped before any live entry is evicted.",
+            QUICK, |make| exhaustive_case(make, &[1, 2], WITH_TTL, 5)),
+        case(L2, "random_sequences",
+            "Longer random sequences mixing TTLs and clock steps. Compare expiry with `now < inserted_at + ttl` exactly (the boundary instant is expired).",
+            QUICK, |make| random_case(make, 1..=5, RANDOM_TTL)),
+        case(L2, "edges",
+            "Edge cases: ttl 0 acts as remove (evicting nothing), the expiry boundary, Duration::MAX (saturate, never overflow), an expired slot reused before a live one is evicted.",
+            QUICK, |make| edge_scenarios().iter().try_for_each(|(config, ops)| replay_on(make, config, ops))),
+        case(L3, "linearizable",
+            "Real threads call the cache at once; each history must match some sequential order of the calls. \
+             Guard the whole read-modify-write of each call with one critical section (a lock around the map and the recency list together).",
+            THREADED, |make| concurrent_case(make, 2, false)),
+        case(L3, "linearizable_full",
+            "As `linearizable`, at capacity 1 where every insert evicts: eviction, recency update and len must all happen inside the same critical section.",
+            THREADED, |make| concurrent_case(make, 1, false)),
+        case(L4, "short_sequences",
+            "get_or_insert_with, sequentially: a live key returns its value without calling load (and counts as a use); a missing or expired key calls load once and inserts its value.",
+            QUICK, |make| exhaustive_case(make, &[0, 1, 2], WITH_LOADS, 5)),
+        case(L4, "random_sequences",
+            "Longer random sequences mixing loads with inserts, TTLs and clock steps: a load stores its value exactly as insert would (same eviction, same TTL).",
+            QUICK, |make| random_case(make, 1..=5, RANDOM_LOADS)),
+        case(L4, "loads_once",
+            "Concurrent callers on one missing key must share one load: record an in-flight marker for the key, and make later callers wait for it instead of loading.",
+            THREADED, loads_once),
+        case(L4, "other_keys_proceed",
+            "Never hold the cache's lock while load runs: mark the key as loading, unlock, run load, then lock again to store the value.",
+            THREADED, other_keys_proceed),
+        case(L4, "panicking_loader",
+            "If load panics, clear the in-flight marker (a drop guard does it even during unwinding) and wake the waiters so one of them loads again; \
+             a std Mutex poisoned by the panic must not break later calls.",
+            THREADED, panicking_loader),
+        case(L4, "linearizable",
+            "Concurrent histories with loads: a caller whose load ran must have seen the key missing at the instant its value was stored, \
+             so an insert or remove of a key that is loading waits for the load.",
+            THREADED, |make| concurrent_case(make, 2, true)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(ops: &[Op], capacity: usize) -> Vec<Output> {
+        let mut model = TtlLruSpec::model(&Config { capacity });
+        ops.iter().map(|op| TtlLruSpec::step(&mut model, op)).collect()
+    }
+
+    #[test]
+    fn model_evicts_least_recently_used_live_entry() {
+        let ins = |key| Op::Insert { key, value: key as Value, ttl: LONG };
+        let out = run(&[ins(0), ins(1), Op::Get(0), ins(2), Op::Get(1), Op::Get(0), Op::Len], 2);
+        assert_eq!(out[4], Output::Value(None), "k1 was least recently used");
+        assert_eq!(out[5], Output::Value(Some(0)));
+        assert_eq!(out[6], Output::Len(2));
+    }
+
+    #[test]
+    fn model_expiry_is_exclusive_and_ttl_zero_removes() {
+        let out = run(
+            &[
+                Op::Insert { key: 0, value: 1, ttl: SECOND },
+                Op::Insert { key: 1, value: 2, ttl: Duration::ZERO },
+                Op::Len,
+                Op::Advance(SECOND),
+                Op::Get(0),
+            ],
+            2,
+        );
+        assert_eq!(out, vec![Output::Value(None), Output::Value(None), Output::Len(1), Output::Nothing, Output::Value(None)]);
+    }
+
+    #[test]
+    fn model_load_hits_do_not_call_load() {
+        let load = |value| Op::GetOrInsertWith { key: 0, ttl: LONG, value };
+        let out = run(&[load(1), load(2)], 1);
+        assert_eq!(out[0], Output::Loaded { value: 1, called_load: true });
+        assert_eq!(out[1], Output::Loaded { value: 1, called_load: false });
+        let out = run(&[load(1), load(2)], 0);
+        assert_eq!(out[1], Output::Loaded { value: 2, called_load: true }, "capacity 0 loads every time");
+    }
+
+    #[test]
+    fn enumeration_skips_renamed_keys() {
+        assert!(keys_in_first_use_order(&[Op::Get(0), Op::Len, Op::Get(1), Op::Get(0)]));
+        assert!(!keys_in_first_use_order(&[Op::Get(1)]));
+        assert!(!keys_in_first_use_order(&[Op::Get(0), Op::Get(2)]));
+    }
+
+    #[test]
+    fn numbering_makes_values_distinct() {
+        let ops = numbered(&[Op::Insert { key: 0, value: 0, ttl: LONG }, Op::Len, Op::GetOrInsertWith { key: 0, ttl: LONG, value: 0 }]);
+        assert_eq!(ops[0], Op::Insert { key: 0, value: 100, ttl: LONG });
+        assert_eq!(ops[2], Op::GetOrInsertWith { key: 0, ttl: LONG, value: 102 });
+    }
+}

@@ -1,0 +1,145 @@
+//! The project's own check (`cargo test`): every suite passes on the reference
+//! solutions, rejects every bundled buggy variant with the case the variant names,
+//! and the isolated runner reports each way an attempt can misbehave (todo!, panic,
+//! infinite loop, deadlock, out of memory, exit, abort, stack overflow) for its case.
+//!
+//! Like the graders, this binary re-runs itself as a child per case.
+
+mod mutants;
+
+use std::time::Duration;
+
+use harness::isolation::{serve_child_if_requested, Outcome};
+use harness::libtest::{must_pass, trial};
+use harness::ttl_lru::{factory, suite, Factory};
+use harness::Case;
+use libtest_mimic::{Arguments, Trial};
+use mutants::ttl_lru::*;
+
+/// A buggy variant and the case (by id within its exercise) that must reject it.
+struct Mutant {
+    name: &'static str,
+    make: Factory,
+    rejected_by: &'static str,
+}
+
+macro_rules! ttl_lru_mutant {
+    ($bug:ident, $case:literal) => {
+        Mutant { name: stringify!($bug), make: factory::<Flawed<_, _, $bug>>(), rejected_by: $case }
+    };
+}
+
+fn ttl_lru_mutants() -> Vec<Mutant> {
+    vec![
+        ttl_lru_mutant!(GET_SKIPS_RECENCY, "ttl_lru::l1_lru::short_sequences"),
+        ttl_lru_mutant!(EVICTS_MOST_RECENT, "ttl_lru::l1_lru::short_sequences"),
+        ttl_lru_mutant!(REPLACE_EVICTS, "ttl_lru::l1_lru::short_sequences"),
+        ttl_lru_mutant!(STORES_AT_CAPACITY_ZERO, "ttl_lru::l1_lru::capacity_zero"),
+        ttl_lru_mutant!(GET_REFRESHES_TTL, "ttl_lru::l2_ttl::short_sequences"),
+        ttl_lru_mutant!(EXPIRY_INCLUSIVE, "ttl_lru::l2_ttl::edges"),
+        ttl_lru_mutant!(EVICTS_LIVE_BEFORE_EXPIRED, "ttl_lru::l2_ttl::short_sequences"),
+        ttl_lru_mutant!(LEN_COUNTS_EXPIRED, "ttl_lru::l2_ttl::random_sequences"),
+        ttl_lru_mutant!(TTL_ZERO_STORES, "ttl_lru::l2_ttl::edges"),
+        ttl_lru_mutant!(TTL_OVERFLOWS, "ttl_lru::l2_ttl::edges"),
+        ttl_lru_mutant!(RACY_INSERT, "ttl_lru::l3_threads::linearizable"),
+        ttl_lru_mutant!(LOAD_PER_CALLER, "ttl_lru::l4_single_flight::loads_once"),
+        ttl_lru_mutant!(LOCK_HELD_DURING_LOAD, "ttl_lru::l4_single_flight::other_keys_proceed"),
+        ttl_lru_mutant!(WAITERS_STRANDED_BY_PANIC, "ttl_lru::l4_single_flight::panicking_loader"),
+        ttl_lru_mutant!(LOAD_HIT_SKIPS_RECENCY, "ttl_lru::l4_single_flight::short_sequences"),
+        ttl_lru_mutant!(WRITES_IGNORE_LOADING, "ttl_lru::l4_single_flight::linearizable"),
+    ]
+}
+
+/// A process-level misbehaviour and the outcome the runner must report for it.
+struct Misbehaviour {
+    name: &'static str,
+    make: Factory,
+    expect: fn(&Outcome) -> bool,
+}
+
+macro_rules! misbehaviour {
+    ($bug:ident, $expect:pat $(if $guard:expr)?) => {
+        Misbehaviour {
+            name: stringify!($bug),
+            make: factory::<Flawed<_, _, $bug>>(),
+            expect: |outcome| matches!(outcome, $expect $(if $guard)?),
+        }
+    };
+}
+
+fn misbehaviours() -> Vec<Misbehaviour> {
+    vec![
+        misbehaviour!(MISBEHAVES_TODO, Outcome::NotImplemented { .. }),
+        misbehaviour!(MISBEHAVES_PANIC, Outcome::Failed { report } if report.contains("panicked") && report.contains("index out of bounds")),
+        misbehaviour!(MISBEHAVES_INFINITE_LOOP, Outcome::TimedOut { trying: Some(_), .. }),
+        misbehaviour!(MISBEHAVES_DEADLOCK, Outcome::TimedOut { trying: Some(_), .. }),
+        misbehaviour!(MISBEHAVES_OOM, Outcome::OutOfMemory { trying: Some(_), .. }),
+        misbehaviour!(MISBEHAVES_EXIT, Outcome::Exited { code: 3, trying: Some(_), .. }),
+        misbehaviour!(MISBEHAVES_ABORT, Outcome::Crashed { detail, .. } if detail.contains("SIGABRT")),
+        misbehaviour!(MISBEHAVES_STACK_OVERFLOW, Outcome::Crashed { detail, .. } if detail.contains("stack overflow")),
+    ]
+}
+
+/// The case a misbehaving cache is run on, with a short deadline to keep this quick.
+const MISBEHAVIOUR_CASE: &str = "ttl_lru::l1_lru::short_sequences";
+const MISBEHAVIOUR_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What each trial expects of its case.
+enum Expect {
+    Pass,
+    Rejection,
+    Misbehaviour(fn(&Outcome) -> bool),
+}
+
+/// Every case this binary can run (in a child), with what its trial expects.
+fn cases() -> Vec<(Case, Expect)> {
+    let mut cases: Vec<(Case, Expect)> =
+        solutions::cases().into_iter().map(|c| (c.prefixed("reference"), Expect::Pass)).collect();
+    // The plain base of the mutants, with no bug switched on, passes everything: a
+    // mutant's rejection is then due to its one bug.
+    let base = suite(factory::<Flawed<_, _, NONE>>());
+    cases.extend(base.into_iter().map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
+    for mutant in ttl_lru_mutants() {
+        let case = suite(mutant.make)
+            .into_iter()
+            .find(|c| c.id == mutant.rejected_by)
+            .unwrap_or_else(|| panic!("mutant {} names unknown case {}", mutant.name, mutant.rejected_by));
+        cases.push((case.prefixed(&format!("mutant::{}::rejected_by", mutant.name)), Expect::Rejection));
+    }
+    for misbehaviour in misbehaviours() {
+        let mut case = suite(misbehaviour.make)
+            .into_iter()
+            .find(|c| c.id == MISBEHAVIOUR_CASE)
+            .expect("the misbehaviour case exists");
+        case.deadline = MISBEHAVIOUR_DEADLINE;
+        cases.push((case.prefixed(&format!("isolation::{}", misbehaviour.name)), Expect::Misbehaviour(misbehaviour.expect)));
+    }
+    cases
+}
+
+fn main() {
+    let all = cases();
+    let runnable: Vec<Case> = cases().into_iter().map(|(case, _)| case).collect();
+    serve_child_if_requested(&runnable);
+
+    let trials: Vec<Trial> = all
+        .into_iter()
+        .map(|(case, expect)| match expect {
+            Expect::Pass => trial(case, must_pass),
+            // A bug must be caught as a wrong answer with a counterexample, not by luck
+            // (a timeout or crash would say nothing about the bug).
+            Expect::Rejection => trial(case, |outcome| match outcome {
+                Outcome::Failed { .. } => Ok(()),
+                other => Err(format!("expected a FAILED verdict, got {}: {}", other.label(), other.details())),
+            }),
+            Expect::Misbehaviour(expect) => trial(case, move |outcome| {
+                if expect(outcome) {
+                    Ok(())
+                } else {
+                    Err(format!("the runner reported {outcome:?}"))
+                }
+            }),
+        })
+        .collect();
+    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+}
