@@ -95,12 +95,7 @@ impl Clock for SystemClock {
     /// costs about twice a bare `clock_gettime`, mostly in timespec subtraction.
     #[cfg(target_os = "linux")]
     fn now(&self) -> Timestamp {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
-        // CLOCK_MONOTONIC is supported by every Linux kernel Rust supports, so the call
-        // only writes `ts` and cannot fail.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+        read_linux_clock(libc::CLOCK_MONOTONIC)
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -109,6 +104,17 @@ impl Clock for SystemClock {
         let origin = *ORIGIN.get_or_init(Instant::now);
         Timestamp(duration_nanos(Instant::now().duration_since(origin)))
     }
+}
+
+/// Reads one of the kernel's monotonic clocks (both count from boot).
+#[cfg(target_os = "linux")]
+fn read_linux_clock(id: libc::clockid_t) -> Timestamp {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and the
+    // only ids passed (CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE) exist on every Linux
+    // kernel Rust supports, so the call only writes `ts` and cannot fail.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
 }
 
 /// Monotonic time at the kernel tick's resolution (a few milliseconds), about four
@@ -128,10 +134,7 @@ impl CoarseClock {
 impl Clock for CoarseClock {
     #[cfg(target_os = "linux")]
     fn now(&self) -> Timestamp {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: as in `SystemClock::now`; CLOCK_MONOTONIC_COARSE exists since Linux 2.6.32.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+        read_linux_clock(libc::CLOCK_MONOTONIC_COARSE)
     }
 
     #[cfg(not(target_os = "linux"))]

@@ -302,6 +302,11 @@ fn apply(cache: &dyn ErasedCache, clock: &ManualClock, op: &Op) -> Output {
     }
 }
 
+/// A fresh cache under test; a panic in its `new` is the case's error.
+fn build(make: Factory, capacity: usize, clock: &ManualClock) -> Result<Arc<dyn ErasedCache>, CaseError> {
+    guarded(|| make(capacity, clock.shared())).map_err(|p| p.into_case_error(format!("{:?}", Config { capacity })))
+}
+
 /// Replays `ops` on a fresh cache from `make` and on the model.
 fn replay_on(make: Factory, config: &Config, ops: &[Op]) -> CaseResult {
     replay::<TtlLruSpec, _>(config, ops, |config| {
@@ -466,7 +471,7 @@ fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
         &config,
         HISTORIES,
         pick,
-        || guarded(|| make(capacity, clock.shared())).map_err(|p| p.into_case_error(format!("{config:?}"))),
+        || build(make, capacity, &clock),
         |cache, op| apply(cache.as_ref(), &clock, op),
     );
     set_forced_yields(false);
@@ -476,7 +481,7 @@ fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
 /// N callers on one missing key: exactly one load runs and all get its value.
 fn loads_once(make: Factory) -> CaseResult {
     const CALLERS: usize = 8;
-    let cache = guarded(|| make(16, ManualClock::new().shared())).map_err(|p| p.into_case_error("TtlLru::new(16)"))?;
+    let cache = build(make, 16, &ManualClock::new())?;
     for round in 0..20u8 {
         let loads = AtomicUsize::new(0);
         let barrier = Barrier::new(CALLERS);
@@ -515,7 +520,7 @@ fn loads_once(make: Factory) -> CaseResult {
 
 /// While a load of k0 is blocked, calls on other keys must still complete.
 fn other_keys_proceed(make: Factory) -> CaseResult {
-    let cache = guarded(|| make(16, ManualClock::new().shared())).map_err(|p| p.into_case_error("TtlLru::new(16)"))?;
+    let cache = build(make, 16, &ManualClock::new())?;
     let (started_tx, started_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel();
@@ -572,7 +577,7 @@ fn other_keys_proceed(make: Factory) -> CaseResult {
 
 /// A panicking load hurts only its caller; a waiter loads again; the cache stays usable.
 fn panicking_loader(make: Factory) -> CaseResult {
-    let cache = guarded(|| make(16, ManualClock::new().shared())).map_err(|p| p.into_case_error("TtlLru::new(16)"))?;
+    let cache = build(make, 16, &ManualClock::new())?;
     let (started_tx, started_rx) = mpsc::channel();
     let doomed = {
         let cache = Arc::clone(&cache);
