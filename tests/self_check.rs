@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use harness::isolation::{serve_child_if_requested, Outcome};
 use harness::libtest::{must_pass, trial};
+use harness::rate_limit;
 use harness::ttl_lru::{factory, suite, Factory};
 use harness::Case;
 use libtest_mimic::{Arguments, Trial};
@@ -19,17 +20,28 @@ use mutants::ttl_lru::*;
 /// A buggy variant and the case (by id within its exercise) that must reject it.
 struct Mutant {
     name: &'static str,
-    make: Factory,
+    /// The mutant's whole suite; the case named `rejected_by` is taken from it.
+    suite: Vec<Case>,
     rejected_by: &'static str,
 }
 
 macro_rules! ttl_lru_mutant {
     ($bug:ident, $case:literal) => {
-        Mutant { name: stringify!($bug), make: factory::<Flawed<_, _, $bug>>(), rejected_by: $case }
+        Mutant { name: stringify!($bug), suite: suite(factory::<Flawed<_, _, $bug>>()), rejected_by: $case }
     };
 }
 
-fn ttl_lru_mutants() -> Vec<Mutant> {
+macro_rules! rate_limit_mutant {
+    ($bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("rate_limit::", stringify!($bug)),
+            suite: rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::$bug }>>()),
+            rejected_by: $case,
+        }
+    };
+}
+
+fn mutants() -> Vec<Mutant> {
     vec![
         ttl_lru_mutant!(GET_SKIPS_RECENCY, "ttl_lru::l1_lru::short_sequences"),
         ttl_lru_mutant!(EVICTS_MOST_RECENT, "ttl_lru::l1_lru::short_sequences"),
@@ -47,6 +59,16 @@ fn ttl_lru_mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(WAITERS_STRANDED_BY_PANIC, "ttl_lru::l4_single_flight::panicking_loader"),
         ttl_lru_mutant!(LOAD_HIT_SKIPS_RECENCY, "ttl_lru::l4_single_flight::short_sequences"),
         ttl_lru_mutant!(WRITES_IGNORE_LOADING, "ttl_lru::l4_single_flight::linearizable"),
+        rate_limit_mutant!(DENIED_CONSUMES, "rate_limit::l2_multi_bucket::short_sequences"),
+        rate_limit_mutant!(ALLOWS_ONE_EXTRA, "rate_limit::l1_single_bucket::short_sequences"),
+        rate_limit_mutant!(RETRY_AFTER_WHOLE_SECONDS, "rate_limit::l1_single_bucket::random_sequences"),
+        rate_limit_mutant!(RETRY_AFTER_SHORTEST, "rate_limit::l2_multi_bucket::random_sequences"),
+        rate_limit_mutant!(RAW_CLOCK, "rate_limit::l2_multi_bucket::edges"),
+        rate_limit_mutant!(PEEK_CONSUMES, "rate_limit::l2_multi_bucket::edges"),
+        rate_limit_mutant!(OVER_BURST_DENIES, "rate_limit::l2_multi_bucket::edges"),
+        rate_limit_mutant!(NEVER_FORGETS, "rate_limit::l4_memory::flood_of_unique_keys"),
+        rate_limit_mutant!(RACY_CHECK, "rate_limit::l3_threads::linearizable"),
+        rate_limit_mutant!(REMAINING_BEFORE_PAYING, "rate_limit::l1_single_bucket::short_sequences"),
     ]
 }
 
@@ -97,10 +119,13 @@ fn cases() -> Vec<(Case, Expect)> {
         solutions::cases().into_iter().map(|c| (c.prefixed("reference"), Expect::Pass)).collect();
     // The plain base of the mutants, with no bug switched on, passes everything: a
     // mutant's rejection is then due to its one bug.
-    let base = suite(factory::<Flawed<_, _, NONE>>());
-    cases.extend(base.into_iter().map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
-    for mutant in ttl_lru_mutants() {
-        let case = suite(mutant.make)
+    let base = suite(factory::<Flawed<_, _, NONE>>())
+        .into_iter()
+        .chain(rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::NONE }>>()));
+    cases.extend(base.map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
+    for mutant in mutants() {
+        let case = mutant
+            .suite
             .into_iter()
             .find(|c| c.id == mutant.rejected_by)
             .unwrap_or_else(|| panic!("mutant {} names unknown case {}", mutant.name, mutant.rejected_by));

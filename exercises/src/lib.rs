@@ -4,11 +4,14 @@
 //!
 //! [`cases`] is wiring for the graders; you should not need to change it.
 
+pub mod rate_limit;
 pub mod ttl_lru;
 
 use harness::Case;
 
 /// Every graded case, run against your attempts.
 pub fn cases() -> Vec<Case> {
-    harness::ttl_lru::suite(harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>())
+    let mut cases = harness::ttl_lru::suite(harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>());
+    cases.extend(harness::rate_limit::suite(harness::rate_limit::factory::<rate_limit::Limiter<_>>()));
+    cases
 }

@@ -1,7 +1,8 @@
 //! The grading harness: exercise contracts and the machinery that grades attempts.
 //!
 //! * [`clock`]: injected time (`Clock`, `SystemClock`, `ManualClock`).
-//! * One module per exercise ([`ttl_lru`]): the contract trait, its model, its suite.
+//! * One module per exercise ([`ttl_lru`], [`rate_limit`]): the contract trait, its
+//!   model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends.
 //!
@@ -12,6 +13,7 @@ pub mod clock;
 pub mod isolation;
 pub mod libtest;
 pub mod linearizability;
+pub mod rate_limit;
 pub mod report;
 pub mod sequential;
 pub mod suite;

@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt::{Debug, Write as _};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::thread;
@@ -38,6 +39,32 @@ pub fn contention_point() {
         if calls % 2 == 0 {
             thread::yield_now();
         }
+    }
+}
+
+/// The key type of graded suites: a small id whose `Hash` and `Eq` hit a
+/// [`contention_point`], so that concurrency cases can force interleavings.
+#[derive(Clone, Copy)]
+pub struct Key(pub u32);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        contention_point();
+        self.0 == other.0
+    }
+}
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        contention_point();
+        self.0.hash(state);
+    }
+}
+
+impl Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "k{}", self.0)
     }
 }
 

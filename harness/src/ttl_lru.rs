@@ -4,7 +4,7 @@
 //! trait below so that a learner needs nothing else.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
@@ -14,7 +14,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
-use crate::linearizability::{check_histories, contention_point, set_forced_yields, HistoryBudget, SplitMix};
+pub use crate::linearizability::Key;
+use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
 
@@ -69,32 +70,6 @@ where
     /// the load completes. If `load` panics, only its caller sees the panic and a caller
     /// still waiting loads again. `load` must not call into the cache for the same key.
     fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, ttl: Duration, load: F) -> V;
-}
-
-/// The key type of the graded suite: a small id whose `Hash` and `Eq` hit a
-/// [`contention_point`], so that concurrency cases can force interleavings.
-#[derive(Clone, Copy)]
-pub struct Key(pub u8);
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        contention_point();
-        self.0 == other.0
-    }
-}
-impl Eq for Key {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        contention_point();
-        self.0.hash(state);
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "k{}", self.0)
-    }
 }
 
 /// The value type of the graded suite.
@@ -211,7 +186,7 @@ impl fmt::Debug for Output {
 
 /// The model: live entries only, least recently used first.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub struct Model {
+struct Model {
     capacity: usize,
     now: Timestamp,
     /// (key, value, expires at), LRU first.
@@ -238,7 +213,7 @@ impl Model {
 }
 
 /// The TTL+LRU specification.
-pub struct TtlLruSpec;
+struct TtlLruSpec;
 
 impl Spec for TtlLruSpec {
     type Config = Config;
@@ -283,9 +258,9 @@ impl Spec for TtlLruSpec {
 /// Applies one op to the cache under test (and the test's clock).
 fn apply(cache: &dyn ErasedCache, clock: &ManualClock, op: &Op) -> Output {
     match *op {
-        Op::Insert { key, value, ttl } => Output::Value(cache.insert(Key(key), value, ttl)),
-        Op::Get(key) => Output::Value(cache.get(&Key(key))),
-        Op::Remove(key) => Output::Value(cache.remove(&Key(key))),
+        Op::Insert { key, value, ttl } => Output::Value(cache.insert(Key(key.into()), value, ttl)),
+        Op::Get(key) => Output::Value(cache.get(&Key(key.into()))),
+        Op::Remove(key) => Output::Value(cache.remove(&Key(key.into()))),
         Op::Len => Output::Len(cache.len()),
         Op::Advance(d) => {
             clock.advance(d);
@@ -293,7 +268,7 @@ fn apply(cache: &dyn ErasedCache, clock: &ManualClock, op: &Op) -> Output {
         }
         Op::GetOrInsertWith { key, ttl, value } => {
             let mut called_load = false;
-            let value = cache.get_or_insert_with(Key(key), ttl, &mut || {
+            let value = cache.get_or_insert_with(Key(key.into()), ttl, &mut || {
                 called_load = true;
                 value
             });
@@ -491,7 +466,7 @@ fn loads_once(make: Factory) -> CaseResult {
                     let (cache, loads, barrier) = (&cache, &loads, &barrier);
                     s.spawn(move || {
                         barrier.wait();
-                        cache.get_or_insert_with(Key(round), LONG, &mut || {
+                        cache.get_or_insert_with(Key(round.into()), LONG, &mut || {
                             loads.fetch_add(1, Ordering::SeqCst);
                             // A slow load: the window in which the others arrive.
                             thread::sleep(Duration::from_millis(20));

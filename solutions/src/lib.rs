@@ -4,11 +4,14 @@
 //! Each module is a drop-in replacement for the matching file in `exercises/src/`:
 //! same type names, same imports.
 
+pub mod rate_limit;
 pub mod ttl_lru;
 
 use harness::Case;
 
 /// Every graded case, run against the reference solutions.
 pub fn cases() -> Vec<Case> {
-    harness::ttl_lru::suite(harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>())
+    let mut cases = harness::ttl_lru::suite(harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>());
+    cases.extend(harness::rate_limit::suite(harness::rate_limit::factory::<rate_limit::Limiter<_>>()));
+    cases
 }

@@ -1,4 +1,5 @@
 //! Bundled buggy variants, one module per exercise, each bug named after what it gets
 //! wrong. `tests/self_check.rs` checks that the case each one names rejects it.
 
+pub mod rate_limit;
 pub mod ttl_lru;

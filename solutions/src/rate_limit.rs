@@ -1,0 +1,179 @@
+//! Reference keyed rate limiter: GCRA (one "theoretical arrival time" per key, in
+//! integer nanoseconds), equivalent to a token bucket without a refill timer.
+//!
+//! * Buckets live in 64 shards, each a `parking_lot::Mutex<HashMap>`. A request locks
+//!   the shards of all its keys, in ascending shard order (so two requests can never
+//!   wait on each other in a cycle), decides for every bucket, and only then applies:
+//!   all-or-nothing, and linearizable.
+//! * Time never goes back: `now = max(clock, latest)` with `latest` an atomic
+//!   high-water mark. That is also what makes forgetting full buckets safe.
+//! * Memory: a shard drops its full buckets (TAT ≤ now) when it has doubled since its
+//!   last sweep, so memory follows the keys in debt, amortised O(1) per request.
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use harness::clock::SharedClock;
+use harness::rate_limit::{Decision, LimitError, Quota, RateLimiter};
+use hashbrown::{DefaultHashBuilder, HashMap};
+use parking_lot::{Mutex, MutexGuard};
+
+const SHARDS: usize = 64;
+/// A shard never sweeps below this size: sweeping tiny maps is wasted work.
+const MIN_SWEEP: usize = 64;
+
+struct Shard<K> {
+    /// Key → theoretical arrival time (ns). Absent = full bucket.
+    tats: HashMap<K, u64>,
+    sweep_at: usize,
+}
+
+impl<K: Hash + Eq> Shard<K> {
+    fn sweep_if_grown(&mut self, now: u64) {
+        if self.tats.len() >= self.sweep_at {
+            self.tats.retain(|_, tat| *tat > now);
+            self.sweep_at = (2 * self.tats.len()).max(MIN_SWEEP);
+        }
+    }
+}
+
+/// A keyed GCRA rate limiter.
+pub struct Limiter<K> {
+    clock: SharedClock,
+    latest: AtomicU64,
+    hasher: DefaultHashBuilder,
+    shards: Box<[Mutex<Shard<K>>]>,
+}
+
+/// One bucket's verdict for a request.
+struct Verdict {
+    /// The arrival time before this request (at least now).
+    tat: u64,
+    /// The arrival time if the request is allowed.
+    new_tat: u64,
+    /// How long until this bucket alone would allow the request (0 = now).
+    wait: u64,
+}
+
+fn verdict(stored: Option<u64>, now: u64, quota: Quota, cost: u32) -> Verdict {
+    let period = quota.period().as_nanos() as u64;
+    let tolerance = period * u64::from(quota.burst());
+    let tat = stored.unwrap_or(now).max(now);
+    let new_tat = tat.saturating_add(u64::from(cost) * period);
+    Verdict { tat, new_tat, wait: new_tat.saturating_sub(tolerance).saturating_sub(now) }
+}
+
+fn whole_tokens(now: u64, tat: u64, quota: Quota) -> u32 {
+    let period = quota.period().as_nanos() as u64;
+    let tolerance = period * u64::from(quota.burst());
+    ((now + tolerance).saturating_sub(tat) / period) as u32
+}
+
+fn validate<K: Eq>(limits: &[(K, Quota)], cost: u32) -> Result<(), LimitError> {
+    if limits.is_empty() {
+        return Err(LimitError::NoLimits);
+    }
+    for (second, (key, _)) in limits.iter().enumerate() {
+        if let Some(first) = limits[..second].iter().position(|(k, _)| k == key) {
+            return Err(LimitError::DuplicateKey { first, second });
+        }
+    }
+    match limits.iter().position(|(_, q)| cost > q.burst()) {
+        Some(index) => Err(LimitError::CostExceedsBurst { index, cost, burst: limits[index].1.burst() }),
+        None => Ok(()),
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync> Limiter<K> {
+    fn shard_of(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    /// `check` of a single bucket: the common case, without the multi-lock bookkeeping.
+    fn check_one(&self, key: &K, quota: Quota, cost: u32) -> Decision {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        let now = self.now();
+        let v = verdict(shard.tats.get(key).copied(), now, quota, cost);
+        let allowed = v.wait == 0;
+        if allowed && cost > 0 {
+            shard.tats.insert(key.clone(), v.new_tat);
+            shard.sweep_if_grown(now);
+        }
+        let tat = if allowed { v.new_tat } else { v.tat };
+        Decision {
+            allowed,
+            remaining: whole_tokens(now, tat, quota),
+            retry_after: Duration::from_nanos(v.wait),
+            reset_after: Duration::from_nanos(tat - now),
+            limiting: 0,
+        }
+    }
+
+    /// The limiter's time: the clock, but never earlier than any time already used.
+    fn now(&self) -> u64 {
+        let clock = self.clock.now().as_nanos();
+        let previous = self.latest.fetch_max(clock, Ordering::SeqCst);
+        previous.max(clock)
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Limiter<K> {
+    fn new(clock: SharedClock) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard { tats: HashMap::new(), sweep_at: MIN_SWEEP })).collect();
+        Limiter { clock, latest: AtomicU64::new(0), hasher: DefaultHashBuilder::default(), shards }
+    }
+
+    fn check(&self, limits: &[(K, Quota)], cost: u32) -> Result<Decision, LimitError> {
+        validate(limits, cost)?;
+        if let [(key, quota)] = limits {
+            return Ok(self.check_one(key, *quota, cost));
+        }
+        let shard_ids: Vec<usize> = limits.iter().map(|(key, _)| self.shard_of(key)).collect();
+        let mut order = shard_ids.clone();
+        order.sort_unstable();
+        order.dedup();
+        // Ascending shard order: no two requests ever wait on each other in a cycle.
+        let mut guards: Vec<MutexGuard<'_, Shard<K>>> = order.iter().map(|&id| self.shards[id].lock()).collect();
+        // For each limit, the position of its shard's guard.
+        let guard_of: Vec<usize> =
+            shard_ids.iter().map(|id| order.binary_search(id).expect("every named shard is locked")).collect();
+        // Read time with the locks held, so decisions on a bucket follow time's order.
+        let now = self.now();
+
+        let verdicts: Vec<Verdict> = limits
+            .iter()
+            .zip(&guard_of)
+            .map(|((key, quota), &g)| verdict(guards[g].tats.get(key).copied(), now, *quota, cost))
+            .collect();
+        let allowed = verdicts.iter().all(|v| v.wait == 0);
+        if allowed && cost > 0 {
+            for (((key, _), &g), v) in limits.iter().zip(&guard_of).zip(&verdicts) {
+                guards[g].tats.insert(key.clone(), v.new_tat);
+                guards[g].sweep_if_grown(now);
+            }
+        }
+        drop(guards);
+
+        let after = |v: &Verdict| if allowed { v.new_tat } else { v.tat };
+        let remaining: Vec<u32> = limits.iter().zip(&verdicts).map(|((_, q), v)| whole_tokens(now, after(v), *q)).collect();
+        let fewest = remaining.iter().copied().min().unwrap_or(0);
+        let longest_wait = verdicts.iter().map(|v| v.wait).max().unwrap_or(0);
+        let limiting = if allowed {
+            remaining.iter().position(|&r| r == fewest)
+        } else {
+            verdicts.iter().position(|v| v.wait == longest_wait)
+        };
+        Ok(Decision {
+            allowed,
+            remaining: fewest,
+            retry_after: Duration::from_nanos(longest_wait),
+            reset_after: Duration::from_nanos(verdicts.iter().map(|v| after(v) - now).max().unwrap_or(0)),
+            limiting: limiting.unwrap_or(0),
+        })
+    }
+
+    fn tracked_keys(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().tats.len()).sum()
+    }
+}
