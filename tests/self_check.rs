@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use harness::isolation::{serve_child_if_requested, Outcome};
 use harness::libtest::{must_pass, trial};
-use harness::rate_limit;
+use harness::{rate_limit, top_k};
 use harness::ttl_lru::{factory, suite, Factory};
 use harness::Case;
 use libtest_mimic::{Arguments, Trial};
@@ -36,6 +36,16 @@ macro_rules! rate_limit_mutant {
         Mutant {
             name: concat!("rate_limit::", stringify!($bug)),
             suite: rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::$bug }>>()),
+            rejected_by: $case,
+        }
+    };
+}
+
+macro_rules! top_k_mutant {
+    ($bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("top_k::", stringify!($bug)),
+            suite: top_k::suite(top_k::factory::<mutants::top_k::Flawed<{ mutants::top_k::$bug }>>()),
             rejected_by: $case,
         }
     };
@@ -69,6 +79,16 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_mutant!(NEVER_FORGETS, "rate_limit::l4_memory::flood_of_unique_keys"),
         rate_limit_mutant!(RACY_CHECK, "rate_limit::l3_threads::linearizable"),
         rate_limit_mutant!(REMAINING_BEFORE_PAYING, "rate_limit::l1_single_bucket::short_sequences"),
+        top_k_mutant!(WINDOW_START_INCLUSIVE, "top_k::l1_window::in_order_sequences"),
+        top_k_mutant!(TIES_BY_ARRIVAL, "top_k::l1_window::in_order_sequences"),
+        top_k_mutant!(IGNORES_K, "top_k::l1_window::edges"),
+        top_k_mutant!(LATE_NOT_COUNTED, "top_k::l2_out_of_order::short_sequences"),
+        top_k_mutant!(LATE_EVENTS_KEPT, "top_k::l2_out_of_order::short_sequences"),
+        top_k_mutant!(OUT_OF_ORDER_DROPPED, "top_k::l2_out_of_order::short_sequences"),
+        top_k_mutant!(BAD_LINE_MOVES_TIME, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_mutant!(LINE_NUMBERS_SKIP_ERRORS, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_mutant!(EXTRA_FIELDS_ACCEPTED, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_mutant!(NEVER_FORGETS_EVENTS, "top_k::l4_memory::memory_follows_window"),
     ]
 }
 
@@ -121,7 +141,8 @@ fn cases() -> Vec<(Case, Expect)> {
     // mutant's rejection is then due to its one bug.
     let base = suite(factory::<Flawed<_, _, NONE>>())
         .into_iter()
-        .chain(rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::NONE }>>()));
+        .chain(rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::NONE }>>()))
+        .chain(top_k::suite(top_k::factory::<mutants::top_k::Flawed<{ mutants::top_k::NONE }>>()));
     cases.extend(base.map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
     for mutant in mutants() {
         let case = mutant

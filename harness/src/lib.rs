@@ -1,8 +1,8 @@
 //! The grading harness: exercise contracts and the machinery that grades attempts.
 //!
 //! * [`clock`]: injected time (`Clock`, `SystemClock`, `ManualClock`).
-//! * One module per exercise ([`ttl_lru`], [`rate_limit`]): the contract trait, its
-//!   model, its suite.
+//! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`]): the contract
+//!   trait, its model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends.
 //!
@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod report;
 pub mod sequential;
 pub mod suite;
+pub mod top_k;
 pub mod ttl_lru;
 
 pub use suite::{Case, CaseError, CaseResult, Level};

@@ -2,4 +2,5 @@
 //! wrong. `tests/self_check.rs` checks that the case each one names rejects it.
 
 pub mod rate_limit;
+pub mod top_k;
 pub mod ttl_lru;
