@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use harness::isolation::{serve_child_if_requested, Outcome};
 use harness::libtest::{must_pass, trial};
-use harness::{rate_limit, top_k};
+use harness::{idempotency, rate_limit, top_k};
 use harness::ttl_lru::{factory, suite, Factory};
 use harness::Case;
 use libtest_mimic::{Arguments, Trial};
@@ -46,6 +46,16 @@ macro_rules! top_k_mutant {
         Mutant {
             name: concat!("top_k::", stringify!($bug)),
             suite: top_k::suite(top_k::factory::<mutants::top_k::Flawed<{ mutants::top_k::$bug }>>()),
+            rejected_by: $case,
+        }
+    };
+}
+
+macro_rules! idempotency_mutant {
+    ($bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("idempotency::", stringify!($bug)),
+            suite: idempotency::suite(idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::$bug }>>()),
             rejected_by: $case,
         }
     };
@@ -89,6 +99,15 @@ fn mutants() -> Vec<Mutant> {
         top_k_mutant!(LINE_NUMBERS_SKIP_ERRORS, "top_k::l3_malformed_input::malformed_lines"),
         top_k_mutant!(EXTRA_FIELDS_ACCEPTED, "top_k::l3_malformed_input::malformed_lines"),
         top_k_mutant!(NEVER_FORGETS_EVENTS, "top_k::l4_memory::memory_follows_window"),
+        idempotency_mutant!(IN_FLIGHT_BEFORE_MISMATCH, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(JOINED_KEY, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(STALE_COMPLETE_ACCEPTED, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(NO_TAKEOVER, "idempotency::l1_lifecycle::one_key_sequences"),
+        idempotency_mutant!(RETENTION_INCLUSIVE, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(ABANDON_KEEPS_RECORD, "idempotency::l1_lifecycle::one_key_sequences"),
+        idempotency_mutant!(TOKENS_PER_KEY, "idempotency::l1_lifecycle::two_key_sequences"),
+        idempotency_mutant!(RACY_BEGIN, "idempotency::l3_threads::exactly_one_executes"),
+        idempotency_mutant!(NEVER_REAPS, "idempotency::l4_memory::memory_follows_retention"),
     ]
 }
 
@@ -142,7 +161,8 @@ fn cases() -> Vec<(Case, Expect)> {
     let base = suite(factory::<Flawed<_, _, NONE>>())
         .into_iter()
         .chain(rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::NONE }>>()))
-        .chain(top_k::suite(top_k::factory::<mutants::top_k::Flawed<{ mutants::top_k::NONE }>>()));
+        .chain(top_k::suite(top_k::factory::<mutants::top_k::Flawed<{ mutants::top_k::NONE }>>()))
+        .chain(idempotency::suite(idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::NONE }>>()));
     cases.extend(base.map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
     for mutant in mutants() {
         let case = mutant

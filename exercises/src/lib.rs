@@ -4,6 +4,7 @@
 //!
 //! [`cases`] is wiring for the graders; you should not need to change it.
 
+pub mod idempotency;
 pub mod rate_limit;
 pub mod top_k;
 pub mod ttl_lru;
@@ -15,5 +16,6 @@ pub fn cases() -> Vec<Case> {
     let mut cases = harness::ttl_lru::suite(harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>());
     cases.extend(harness::rate_limit::suite(harness::rate_limit::factory::<rate_limit::Limiter<_>>()));
     cases.extend(harness::top_k::suite(harness::top_k::factory::<top_k::TopK>()));
+    cases.extend(harness::idempotency::suite(harness::idempotency::factory::<idempotency::Store>()));
     cases
 }

@@ -1,8 +1,8 @@
 //! The grading harness: exercise contracts and the machinery that grades attempts.
 //!
 //! * [`clock`]: injected time (`Clock`, `SystemClock`, `ManualClock`).
-//! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`]): the contract
-//!   trait, its model, its suite.
+//! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`], [`idempotency`]):
+//!   the contract trait, its model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends.
 //!
@@ -10,6 +10,7 @@
 //! implementation to grade.
 
 pub mod clock;
+pub mod idempotency;
 pub mod isolation;
 pub mod libtest;
 pub mod linearizability;
