@@ -41,6 +41,18 @@ macro_rules! rate_limit_mutant {
     };
 }
 
+macro_rules! redis_limiter_mutant {
+    ($bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("rate_limit::redis::", stringify!($bug)),
+            suite: rate_limit::redis_suite(rate_limit::redis_factory::<
+                mutants::rate_limit::redis_backed::FlawedRedis<{ mutants::rate_limit::redis_backed::$bug }>,
+            >()),
+            rejected_by: $case,
+        }
+    };
+}
+
 macro_rules! top_k_mutant {
     ($bug:ident, $case:literal) => {
         Mutant {
@@ -89,6 +101,10 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_mutant!(NEVER_FORGETS, "rate_limit::l4_memory::flood_of_unique_keys"),
         rate_limit_mutant!(RACY_CHECK, "rate_limit::l3_threads::linearizable"),
         rate_limit_mutant!(REMAINING_BEFORE_PAYING, "rate_limit::l1_single_bucket::short_sequences"),
+        redis_limiter_mutant!(EXTRA_ROUND_TRIP, "rate_limit::l5_redis::round_trips_and_keys"),
+        redis_limiter_mutant!(IGNORES_FAIL_OPEN, "rate_limit::l5_redis::outage_fail_open"),
+        redis_limiter_mutant!(NAMESPACE_PER_INSTANCE, "rate_limit::l5_redis::instances_share_the_burst"),
+        redis_limiter_mutant!(PANICS_ON_OUTAGE, "rate_limit::l5_redis::outage_fail_closed"),
         top_k_mutant!(WINDOW_START_INCLUSIVE, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(TIES_BY_ARRIVAL, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(IGNORES_K, "top_k::l1_window::edges"),
@@ -171,6 +187,7 @@ fn cases() -> Vec<(Case, Expect)> {
             .find(|c| c.id == mutant.rejected_by)
             .unwrap_or_else(|| panic!("mutant {} names unknown case {}", mutant.name, mutant.rejected_by));
         cases.push((case.prefixed(&format!("mutant::{}::rejected_by", mutant.name)), Expect::Rejection));
+        assert!(!mutant.name.is_empty());
     }
     for misbehaviour in misbehaviours() {
         let mut case = suite(misbehaviour.make)
@@ -187,6 +204,7 @@ fn main() {
     let all = cases();
     let runnable: Vec<Case> = cases().into_iter().map(|(case, _)| case).collect();
     serve_child_if_requested(&runnable);
+    harness::libtest::warn_if_redis_skipped(&runnable);
 
     let trials: Vec<Trial> = all
         .into_iter()

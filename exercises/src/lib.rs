@@ -15,6 +15,7 @@ use harness::Case;
 pub fn cases() -> Vec<Case> {
     let mut cases = harness::ttl_lru::suite(harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>());
     cases.extend(harness::rate_limit::suite(harness::rate_limit::factory::<rate_limit::Limiter<_>>()));
+    cases.extend(harness::rate_limit::redis_suite(harness::rate_limit::redis_factory::<rate_limit::RedisLimiter>()));
     cases.extend(harness::top_k::suite(harness::top_k::factory::<top_k::TopK>()));
     cases.extend(harness::idempotency::suite(harness::idempotency::factory::<idempotency::Store>()));
     cases

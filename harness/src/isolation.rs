@@ -39,6 +39,7 @@ enum WireVerdict {
     Passed,
     NotImplemented(String),
     Failed(String),
+    Skipped(String),
 }
 
 /// If this process was started as a case's child, runs that case and exits; otherwise
@@ -57,9 +58,10 @@ pub fn serve_child_if_requested(cases: &[Case]) {
             Ok(Ok(())) => WireVerdict::Passed,
             Ok(Err(CaseError::NotImplemented(detail))) => WireVerdict::NotImplemented(detail),
             Ok(Err(CaseError::Failed(report))) => WireVerdict::Failed(report),
+            Ok(Err(CaseError::Skipped(reason))) => WireVerdict::Skipped(reason),
             Err(panic) => match panic.into_case_error("while running the case") {
                 CaseError::NotImplemented(detail) => WireVerdict::NotImplemented(detail),
-                CaseError::Failed(report) => WireVerdict::Failed(report),
+                CaseError::Failed(report) | CaseError::Skipped(report) => WireVerdict::Failed(report),
             },
         },
     };
@@ -88,6 +90,8 @@ pub enum Outcome {
     Passed,
     NotImplemented { detail: String },
     Failed { report: String },
+    /// Could not run here (no Redis server); not a verdict on the attempt.
+    Skipped { reason: String },
     TimedOut { limit: Duration, trying: Option<String>, output: String },
     OutOfMemory { limit_bytes: u64, trying: Option<String> },
     /// The child ended on its own before giving a verdict (e.g. `process::exit`).
@@ -107,6 +111,7 @@ impl Outcome {
             Outcome::Passed => "passed",
             Outcome::NotImplemented { .. } => "not implemented",
             Outcome::Failed { .. } => "FAILED",
+            Outcome::Skipped { .. } => "SKIPPED",
             Outcome::TimedOut { .. } => "TIMED OUT",
             Outcome::OutOfMemory { .. } => "OUT OF MEMORY",
             Outcome::Exited { .. } => "EXITED",
@@ -130,6 +135,7 @@ impl Outcome {
             Outcome::Passed => String::new(),
             Outcome::NotImplemented { detail } => format!("still a stub: {detail}"),
             Outcome::Failed { report } => report.clone(),
+            Outcome::Skipped { reason } => format!("skipped: {reason}"),
             Outcome::TimedOut { limit, trying, output } => with_input(
                 format!("did not finish within {limit:?}: an infinite loop or a deadlock?"),
                 trying,
@@ -253,6 +259,7 @@ fn classify(case: &Case, status: Option<ExitStatus>, report: ChildReport, stderr
             WireVerdict::Passed => Outcome::Passed,
             WireVerdict::NotImplemented(detail) => Outcome::NotImplemented { detail },
             WireVerdict::Failed(report) => Outcome::Failed { report },
+            WireVerdict::Skipped(reason) => Outcome::Skipped { reason },
         };
     }
     if stderr.contains("memory allocation of") {

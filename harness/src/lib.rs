@@ -4,7 +4,8 @@
 //! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`], [`idempotency`]):
 //!   the contract trait, its model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
-//!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends.
+//!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends;
+//!   [`redis_server`]: a private Redis server for the distributed levels.
 //!
 //! This crate never depends on `exercises` or `solutions`: suites are handed the
 //! implementation to grade.
@@ -15,6 +16,7 @@ pub mod isolation;
 pub mod libtest;
 pub mod linearizability;
 pub mod rate_limit;
+pub mod redis_server;
 pub mod report;
 pub mod sequential;
 pub mod suite;

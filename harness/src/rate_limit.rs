@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -16,6 +18,7 @@ use proptest::prelude::*;
 use crate::clock::{Clock, ManualClock, SharedClock, Timestamp};
 pub use crate::linearizability::Key;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
+use crate::redis_server::{CommandCounter, RedisServer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
 
@@ -611,6 +614,320 @@ fn flood_of_unique_keys(make: Factory) -> CaseResult {
 }
 
 // ---------------------------------------------------------------------------------
+// The distributed level: the same contract on Redis
+// ---------------------------------------------------------------------------------
+
+/// What a Redis-backed limiter answers when Redis cannot (down, or too slow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenUnavailable {
+    /// Let the request through: availability over strictness.
+    FailOpen,
+    /// Refuse to decide: `Err(RedisLimitError::Unavailable)`.
+    FailClosed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisLimiterConfig {
+    /// Prefix of every key, and their Redis Cluster hash tag: `{namespace}:...`.
+    pub namespace: String,
+    /// Longest wait for Redis on one call, connecting included.
+    pub timeout: Duration,
+    pub when_unavailable: WhenUnavailable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisLimitError {
+    /// The request itself is wrong (as in memory).
+    Invalid(LimitError),
+    /// Redis did not answer within the timeout or the connection failed (fail-closed).
+    Unavailable(String),
+}
+
+impl fmt::Display for RedisLimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisLimitError::Invalid(e) => write!(f, "{e}"),
+            RedisLimitError::Unavailable(why) => write!(f, "Redis unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RedisLimitError {}
+
+/// The decision a fail-open limiter gives when Redis cannot answer.
+pub const FAIL_OPEN: Decision =
+    Decision { allowed: true, remaining: 0, retry_after: Duration::ZERO, reset_after: Duration::ZERO, limiting: 0 };
+
+/// The distributed contract: [`RateLimiter`]'s semantics, shared by every instance
+/// connected to the same Redis and namespace. Implement it for `RedisLimiter` in
+/// `exercises/src/rate_limit.rs`.
+///
+/// * One round trip per `check`: one Lua script reads and writes all of a request's
+///   buckets atomically. Every key carries the same hash tag (`{namespace}`), so a
+///   request's keys live in one Redis Cluster slot.
+/// * Time is the caller's clock, sent in whole microseconds (Lua numbers are doubles);
+///   the namespace's latest time is kept in Redis, so instances with skewed clocks
+///   never mint tokens for one another. Periods round up to whole microseconds.
+/// * Full buckets expire (a TTL on every bucket key): memory follows the keys in debt.
+/// * Redis down or slow: each call returns within `timeout` (plus scheduling), either
+///   [`FAIL_OPEN`] or `Err(Unavailable)`, and works again once Redis is back.
+pub trait RedisRateLimiter: Send + Sync + Sized {
+    fn connect(url: &str, config: RedisLimiterConfig, clock: SharedClock) -> impl Future<Output = Result<Self, RedisLimitError>> + Send;
+    fn check(&self, limits: &[(&str, Quota)], cost: u32) -> impl Future<Output = Result<Decision, RedisLimitError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The distributed limiter under test, behind a trait object.
+pub trait ErasedRedisLimiter: Send + Sync {
+    fn check<'a>(&'a self, limits: &'a [(String, Quota)], cost: u32) -> BoxFuture<'a, Result<Decision, RedisLimitError>>;
+}
+
+impl<L: RedisRateLimiter> ErasedRedisLimiter for L {
+    fn check<'a>(&'a self, limits: &'a [(String, Quota)], cost: u32) -> BoxFuture<'a, Result<Decision, RedisLimitError>> {
+        Box::pin(async move {
+            let limits: Vec<(&str, Quota)> = limits.iter().map(|(k, q)| (k.as_str(), *q)).collect();
+            RedisRateLimiter::check(self, &limits, cost).await
+        })
+    }
+}
+
+pub type RedisFactory =
+    fn(String, RedisLimiterConfig, SharedClock) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisLimiter>, RedisLimitError>>;
+
+pub fn redis_factory<L: RedisRateLimiter + 'static>() -> RedisFactory {
+    |url, config, clock| {
+        Box::pin(async move {
+            let limiter = L::connect(&url, config, clock).await?;
+            Ok(Arc::new(limiter) as Arc<dyn ErasedRedisLimiter>)
+        })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CaseError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CaseError::failed(format!("cannot start a tokio runtime: {e}")))
+}
+
+/// A namespace no earlier replay used, so replays never see each other's buckets.
+fn fresh_namespace(label: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("katas-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+fn redis_config(namespace: String, when_unavailable: WhenUnavailable) -> RedisLimiterConfig {
+    RedisLimiterConfig { namespace, timeout: Duration::from_millis(500), when_unavailable }
+}
+
+fn apply_redis(rt: &tokio::runtime::Runtime, limiter: &dyn ErasedRedisLimiter, clock: &ManualClock, op: &Op) -> Output {
+    match op {
+        Op::Check { limits, cost } => {
+            let limits: Vec<(String, Quota)> = limits.iter().map(|&(k, q)| (format!("k{k}"), quota(q))).collect();
+            Output::Decided(rt.block_on(limiter.check(&limits, *cost)).map_err(|e| match e {
+                RedisLimitError::Invalid(e) => e,
+                // Not a decision the model can make: show it as a failure at this step.
+                RedisLimitError::Unavailable(why) => panic!("Redis unavailable during a replay: {why}"),
+            }))
+        }
+        Op::Advance(_) | Op::Rewind(_) => apply_clock(clock, op),
+    }
+}
+
+fn apply_clock(clock: &ManualClock, op: &Op) -> Output {
+    match op {
+        Op::Advance(d) => clock.advance(*d),
+        Op::Rewind(d) => clock.set(clock.now() - *d),
+        Op::Check { .. } => unreachable!("only clock ops"),
+    }
+    Output::Nothing
+}
+
+fn redis_sequences(make: RedisFactory) -> CaseResult {
+    let server = RedisServer::start()?;
+    let rt = &runtime()?;
+    let replay_redis = |ops: &[Op]| {
+        replay::<RateLimitSpec, _>(&Config, ops, |_| {
+            let clock = ManualClock::starting_at(START);
+            let config = redis_config(fresh_namespace("seq"), WhenUnavailable::FailClosed);
+            let limiter = rt
+                .block_on(make(server.url().to_string(), config, clock.shared()))
+                .unwrap_or_else(|e| panic!("connect({}) failed: {e}", server.url()));
+            move |op: &Op| apply_redis(rt, limiter.as_ref(), &clock, op)
+        })
+    };
+    // Whole-microsecond inputs only (Redis levels run on microseconds).
+    let microsecond_edges = edge_scenarios().into_iter().filter(|ops| {
+        ops.iter().all(|op| !matches!(op, Op::Advance(d) | Op::Rewind(d) if d.subsec_nanos() % 1_000 != 0))
+    });
+    for ops in microsecond_edges {
+        replay_redis(&ops)?;
+    }
+    replay_redis(&[check(&[(0, 0)], 1), Op::Advance(Duration::from_micros(999_999)), check(&[(0, 0)], 1), Op::Advance(Duration::from_micros(1)), check(&[(0, 0)], 1)])?;
+    random(random_ops(5, 3, true), Budget { cases: 64, ..Budget::default() }, |ops| replay_redis(ops))
+}
+
+/// Instances with separate connections and skewed clocks share one bucket: together
+/// they admit exactly its burst.
+fn instances_share_the_burst(make: RedisFactory) -> CaseResult {
+    let server = RedisServer::start()?;
+    let rt = runtime()?;
+    let namespace = fresh_namespace("shared");
+    let skews = [0i64, 3_000, -2_000, 7_000];
+    let quota = Quota::new(20, Duration::from_secs(3600)).expect("valid");
+    let mut instances = Vec::new();
+    for skew in skews {
+        let clock = ManualClock::starting_at(Timestamp::from_nanos((START.as_nanos() as i64 + skew * 1_000_000) as u64));
+        let config = redis_config(namespace.clone(), WhenUnavailable::FailClosed);
+        let limiter = rt.block_on(make(server.url().to_string(), config, clock.shared())).map_err(|e| CaseError::failed(format!("connect: {e}")))?;
+        instances.push((skew, limiter));
+    }
+    let allowed: Vec<Result<usize, RedisLimitError>> = rt.block_on(async {
+        let tasks: Vec<_> = instances
+            .iter()
+            .map(|(_, limiter)| {
+                let limiter = Arc::clone(limiter);
+                tokio::spawn(async move {
+                    let limits = vec![("shared".to_string(), quota)];
+                    let mut allowed = 0;
+                    for _ in 0..15 {
+                        if limiter.check(&limits, 1).await?.allowed {
+                            allowed += 1;
+                        }
+                    }
+                    Ok(allowed)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap_or_else(|e| Err(RedisLimitError::Unavailable(format!("task failed: {e}")))));
+        }
+        results
+    });
+    let mut per_instance = Vec::new();
+    for result in allowed {
+        per_instance.push(result.map_err(|e| CaseError::failed(format!("check on a shared key returned Err({e})")))?);
+    }
+    let total: usize = per_instance.iter().sum();
+    if total != 20 {
+        return Err(CaseError::failed(format!(
+            "4 instances (clock skews {skews:?} ms) each checked a shared 20/1h bucket 15 times at once: {total} allowed in all \
+             (per instance {per_instance:?}), expected exactly 20"
+        )));
+    }
+    Ok(())
+}
+
+/// Kill Redis mid-use: calls return within the timeout with the configured answer, and
+/// work again once Redis is back.
+fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
+    let mut server = RedisServer::start()?;
+    if !server.owned() {
+        return Err(CaseError::Skipped("REDIS_URL points at an external server, which this case cannot kill".into()));
+    }
+    let rt = runtime()?;
+    let clock = ManualClock::starting_at(START);
+    let config = redis_config(fresh_namespace("outage"), when_unavailable);
+    let limiter = rt.block_on(make(server.url().to_string(), config, clock.shared())).map_err(|e| CaseError::failed(format!("connect: {e}")))?;
+    let limits = vec![("user".to_string(), quota(4))];
+    let checked = |limiter: &Arc<dyn ErasedRedisLimiter>| {
+        // 5s: ten times the configured timeout; a call that takes longer has hung.
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), limiter.check(&limits, 1)).await })
+    };
+    match checked(&limiter) {
+        Ok(Ok(d)) if d.allowed => {}
+        other => return Err(CaseError::failed(format!("before the outage, the first check returned {other:?}"))),
+    }
+    server.kill();
+    let expected = match when_unavailable {
+        WhenUnavailable::FailOpen => "Ok(FAIL_OPEN)",
+        WhenUnavailable::FailClosed => "Err(Unavailable(..))",
+    };
+    for attempt in 1..=3 {
+        match (when_unavailable, checked(&limiter)) {
+            (_, Err(_)) => {
+                return Err(CaseError::failed(format!(
+                    "with Redis down, check #{attempt} had not returned after 5s (timeout configured: 500ms); expected {expected}"
+                )))
+            }
+            (WhenUnavailable::FailOpen, Ok(Ok(d))) if d == FAIL_OPEN => {}
+            (WhenUnavailable::FailClosed, Ok(Err(RedisLimitError::Unavailable(_)))) => {}
+            (_, Ok(other)) => {
+                return Err(CaseError::failed(format!("with Redis down, check #{attempt} returned {other:?}, expected {expected}")))
+            }
+        }
+    }
+    server.restart()?;
+    for _ in 0..50 {
+        if let Ok(Ok(d)) = checked(&limiter) {
+            if d != FAIL_OPEN || when_unavailable == WhenUnavailable::FailClosed {
+                return Ok(());
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Err(CaseError::failed("Redis was restarted, but checks still failed 5s later: the limiter must reconnect"))
+}
+
+/// A Redis Cluster hash tag, per the cluster spec: the first `{...}` with content.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')? + open + 1;
+    (close > open + 1).then(|| &key[open + 1..close])
+}
+
+/// One round trip per decision; every key hash-tagged alike and given a TTL.
+fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
+    let server = RedisServer::start()?;
+    let counter = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("counting proxy: {e}")))?;
+    let rt = runtime()?;
+    let namespace = fresh_namespace("trips");
+    let clock = ManualClock::starting_at(START);
+    let limiter = rt
+        .block_on(make(counter.url.clone(), redis_config(namespace.clone(), WhenUnavailable::FailClosed), clock.shared()))
+        .map_err(|e| CaseError::failed(format!("connect: {e}")))?;
+    let limits = vec![("user-1".to_string(), quota(4)), ("endpoint-/pay".to_string(), quota(3)), ("tenant-9".to_string(), quota(5))];
+    // Warm up (the first call may load the script), then count.
+    let _ = rt.block_on(limiter.check(&limits, 1));
+    let before = counter.commands();
+    for _ in 0..50 {
+        rt.block_on(limiter.check(&limits, 1)).map_err(|e| CaseError::failed(format!("check returned Err({e})")))?;
+    }
+    let commands = counter.commands() - before;
+    if commands != 50 {
+        return Err(CaseError::failed(format!(
+            "50 checks of 3 buckets sent {commands} commands to Redis: expected one round trip (one script call) per check"
+        )));
+    }
+    let client = redis::Client::open(server.url()).map_err(|e| CaseError::failed(format!("client: {e}")))?;
+    let inspected: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
+        let mut raw = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut raw).await?;
+        let mut ttls = Vec::new();
+        for key in keys {
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await?;
+            ttls.push((key, ttl));
+        }
+        Ok(ttls)
+    });
+    let keys = inspected.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))?;
+    let tags: Vec<Option<&str>> = keys.iter().map(|(k, _)| hash_tag(k)).collect();
+    if keys.len() < 3 || tags.iter().any(|t| *t != tags[0] || t.is_none()) {
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(CaseError::failed(format!("keys written for namespace {namespace:?}: {names:?}; every key must carry the same hash tag {{{namespace}}}")));
+    }
+    // All but one key (the namespace's latest time) are buckets, and buckets expire.
+    let without_ttl: Vec<&String> = keys.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
+    if without_ttl.len() > 1 {
+        return Err(CaseError::failed(format!("keys without expiry: {without_ttl:?}: idle full buckets must expire (PX)")));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
 // The suite
 // ---------------------------------------------------------------------------------
 
@@ -619,9 +936,37 @@ pub const L1: Level = Level { number: 1, name: "single_bucket" };
 pub const L2: Level = Level { number: 2, name: "multi_bucket" };
 pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "memory" };
+pub const L5: Level = Level { number: 5, name: "redis" };
 
 const QUICK: Duration = Duration::from_secs(30);
 const THREADED: Duration = Duration::from_secs(60);
+
+/// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
+pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
+    let case = |name, hint, run: fn(RedisFactory) -> CaseResult| {
+        Case::new(EXERCISE, L5, name, hint, THREADED, move || run(make)).with_redis()
+    };
+    vec![
+        case("sequences",
+            "The in-memory contract, replayed on Redis: one Lua script per check computes GCRA for all the request's buckets (now in µs from ARGV, \
+             the namespace's latest time in a key of its own) and writes only if all conform.",
+            redis_sequences),
+        case("instances_share_the_burst",
+            "Separate instances with skewed clocks share buckets through Redis: keep the namespace's latest time in Redis and use max(clock, latest), \
+             atomically in the script.",
+            instances_share_the_burst),
+        case("outage_fail_closed",
+            "Bound every call with the configured timeout (tokio::time::timeout) and map connection errors to RedisLimitError::Unavailable; \
+             a reconnecting client (redis::aio::ConnectionManager) recovers once Redis is back.",
+            |make| outage(make, WhenUnavailable::FailClosed)),
+        case("outage_fail_open",
+            "In fail-open mode, a call Redis cannot answer in time returns FAIL_OPEN (allowed) instead of an error.",
+            |make| outage(make, WhenUnavailable::FailOpen)),
+        case("round_trips_and_keys",
+            "One EVALSHA per check (redis::Script), keys named {namespace}:... so they share a Cluster slot, and a PX expiry on every bucket key.",
+            round_trips_and_keys),
+    ]
+}
 
 pub fn suite(make: Factory) -> Vec<Case> {
     let case = |level, name, hint, deadline, run: fn(Factory) -> CaseResult| {

@@ -55,6 +55,10 @@ pub fn render(graded: &[Graded<'_>]) -> String {
     }
     let passed = graded.iter().filter(|g| g.outcome.passed()).count();
     let _ = writeln!(text, "{passed}/{} cases passed", graded.len());
+    let skipped: Vec<&Graded> = graded.iter().filter(|g| matches!(g.outcome, Outcome::Skipped { .. })).collect();
+    if let Some(first) = skipped.first() {
+        let _ = writeln!(text, "\n!!! {} cases SKIPPED, not graded: {}", skipped.len(), first.outcome.details());
+    }
     text
 }
 
@@ -70,6 +74,8 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>]) {
             "passed".to_string()
         } else if cases.iter().all(|g| matches!(g.outcome, Outcome::NotImplemented { .. })) {
             "not implemented".to_string()
+        } else if cases.iter().all(|g| matches!(g.outcome, Outcome::Skipped { .. })) {
+            "SKIPPED (no Redis server)".to_string()
         } else {
             let failing: Vec<String> = cases
                 .iter()
@@ -80,7 +86,9 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>]) {
         };
         let _ = writeln!(text, "  {:<20} {passed:>2}/{:<2}  {status}", level.to_string(), cases.len());
     }
-    let first_failure = graded.iter().find(|g| !g.outcome.passed() && !matches!(g.outcome, Outcome::NotImplemented { .. }));
+    let first_failure = graded
+        .iter()
+        .find(|g| !g.outcome.passed() && !matches!(g.outcome, Outcome::NotImplemented { .. } | Outcome::Skipped { .. }));
     match first_failure {
         Some(g) => {
             let _ = writeln!(text, "\n  First failure: {} ({})", g.case.local_id(), g.outcome.label());
@@ -89,12 +97,15 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>]) {
             }
             let _ = writeln!(text, "  Hint: {}\n", g.case.hint);
         }
-        None => match graded.iter().find(|g| !g.outcome.passed()) {
+        None => match graded.iter().find(|g| matches!(g.outcome, Outcome::NotImplemented { .. })) {
             Some(g) => {
                 let _ = writeln!(text, "\n  Next: {} is still a stub. {}\n", g.case.local_id(), g.case.hint);
             }
-            None => {
+            None if graded.iter().all(|g| g.outcome.passed()) => {
                 let _ = writeln!(text, "\n  All levels passed.\n");
+            }
+            None => {
+                let _ = writeln!(text, "\n  Every level that could run passed.\n");
             }
         },
     }
@@ -124,6 +135,20 @@ mod tests {
         assert!(card.contains("    counterexample (2 steps):"), "{card}");
         assert!(card.contains("Hint: the hint"), "{card}");
         assert!(card.ends_with("1/3 cases passed\n"), "{card}");
+    }
+
+    #[test]
+    fn skipped_cases_are_loud_but_not_failures() {
+        let cases = [case(1, "a"), case(5, "redis")];
+        let graded = vec![
+            Graded { case: &cases[0], outcome: Outcome::Passed },
+            Graded { case: &cases[1], outcome: Outcome::Skipped { reason: "no redis-server".into() } },
+        ];
+        let card = render(&graded);
+        assert!(card.contains("L5 lvl                0/1   SKIPPED (no Redis server)"), "{card}");
+        assert!(!card.contains("First failure"), "{card}");
+        assert!(card.contains("Every level that could run passed."), "{card}");
+        assert!(card.contains("!!! 1 cases SKIPPED, not graded: skipped: no redis-server"), "{card}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum CaseError {
     NotImplemented(String),
     /// A real failure: the report holds the numbered steps, expected vs actual.
     Failed(String),
+    /// The case could not run here (e.g. no Redis server); the reason says why.
+    Skipped(String),
 }
 
 impl CaseError {
@@ -53,6 +55,8 @@ pub struct Case {
     pub hint: &'static str,
     /// Wall-clock limit for the whole case, child start-up included.
     pub deadline: Duration,
+    /// Needs a Redis server (see `redis_server`): skipped, loudly, where none is found.
+    pub needs_redis: bool,
     pub run: Box<dyn Fn() -> CaseResult + Send + Sync>,
 }
 
@@ -65,9 +69,15 @@ impl Case {
         deadline: Duration,
         run: impl Fn() -> CaseResult + Send + Sync + 'static,
     ) -> Self {
-        let mut case = Case { id: String::new(), exercise, level, name, hint, deadline, run: Box::new(run) };
+        let mut case = Case { id: String::new(), exercise, level, name, hint, deadline, needs_redis: false, run: Box::new(run) };
         case.id = case.local_id();
         case
+    }
+
+    /// The same case, marked as needing a Redis server.
+    pub fn with_redis(mut self) -> Self {
+        self.needs_redis = true;
+        self
     }
 
     /// `exercise::lN_level::name`: the id without any prefix, as learners see it.

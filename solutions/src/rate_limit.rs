@@ -9,13 +9,18 @@
 //!   high-water mark. That is also what makes forgetting full buckets safe.
 //! * Memory: a shard drops its full buckets (TAT ≤ now) when it has doubled since its
 //!   last sweep, so memory follows the keys in debt, amortised O(1) per request.
+//!
+//! [`RedisLimiter`] is the same algorithm in one Lua script per request (see
+//! `GCRA_SCRIPT`), time in whole microseconds, over a reconnecting connection.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use harness::clock::SharedClock;
-use harness::rate_limit::{Decision, LimitError, Quota, RateLimiter};
+use harness::rate_limit::{
+    Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable, FAIL_OPEN,
+};
 use hashbrown::{DefaultHashBuilder, HashMap};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -62,6 +67,27 @@ fn verdict(stored: Option<u64>, now: u64, quota: Quota, cost: u32) -> Verdict {
     let tat = stored.unwrap_or(now).max(now);
     let new_tat = tat.saturating_add(u64::from(cost) * period);
     Verdict { tat, new_tat, wait: new_tat.saturating_sub(tolerance).saturating_sub(now) }
+}
+
+/// The decision for a request, from each bucket's verdict (all in nanoseconds).
+fn decision(now: u64, quotas: &[Quota], verdicts: &[Verdict]) -> Decision {
+    let allowed = verdicts.iter().all(|v| v.wait == 0);
+    let after = |v: &Verdict| if allowed { v.new_tat } else { v.tat };
+    let remaining: Vec<u32> = quotas.iter().zip(verdicts).map(|(q, v)| whole_tokens(now, after(v), *q)).collect();
+    let fewest = remaining.iter().copied().min().unwrap_or(0);
+    let longest_wait = verdicts.iter().map(|v| v.wait).max().unwrap_or(0);
+    let limiting = if allowed {
+        remaining.iter().position(|&r| r == fewest)
+    } else {
+        verdicts.iter().position(|v| v.wait == longest_wait)
+    };
+    Decision {
+        allowed,
+        remaining: fewest,
+        retry_after: Duration::from_nanos(longest_wait),
+        reset_after: Duration::from_nanos(verdicts.iter().map(|v| after(v) - now).max().unwrap_or(0)),
+        limiting: limiting.unwrap_or(0),
+    }
 }
 
 fn whole_tokens(now: u64, tat: u64, quota: Quota) -> u32 {
@@ -154,26 +180,121 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Limiter<K> {
             }
         }
         drop(guards);
-
-        let after = |v: &Verdict| if allowed { v.new_tat } else { v.tat };
-        let remaining: Vec<u32> = limits.iter().zip(&verdicts).map(|((_, q), v)| whole_tokens(now, after(v), *q)).collect();
-        let fewest = remaining.iter().copied().min().unwrap_or(0);
-        let longest_wait = verdicts.iter().map(|v| v.wait).max().unwrap_or(0);
-        let limiting = if allowed {
-            remaining.iter().position(|&r| r == fewest)
-        } else {
-            verdicts.iter().position(|v| v.wait == longest_wait)
-        };
-        Ok(Decision {
-            allowed,
-            remaining: fewest,
-            retry_after: Duration::from_nanos(longest_wait),
-            reset_after: Duration::from_nanos(verdicts.iter().map(|v| after(v) - now).max().unwrap_or(0)),
-            limiting: limiting.unwrap_or(0),
-        })
+        let quotas: Vec<Quota> = limits.iter().map(|(_, q)| *q).collect();
+        Ok(decision(now, &quotas, &verdicts))
     }
 
     fn tracked_keys(&self) -> usize {
         self.shards.iter().map(|s| s.lock().tats.len()).sum()
+    }
+}
+
+/// GCRA over all of a request's buckets, atomically. KEYS: the buckets, then the
+/// namespace's latest-time key. ARGV: now (µs), cost, then per bucket its period and
+/// tolerance (µs). Returns allowed (1/0), the time used, then per bucket: TAT before,
+/// TAT if allowed, wait. Numbers travel as integer strings: Lua's are doubles, exact
+/// to 2^53 µs (285 years), but `tostring` would print large ones in exponent form.
+const GCRA_SCRIPT: &str = r#"
+local function int(x) return string.format('%.0f', x) end
+local n = #KEYS - 1
+local now = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local latest = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
+if latest > now then now = latest else redis.call('SET', KEYS[n + 1], int(now)) end
+local allowed = 1
+local out = {}
+for i = 1, n do
+  local period = tonumber(ARGV[1 + 2 * i])
+  local tolerance = tonumber(ARGV[2 + 2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + cost * period
+  local wait = new_tat - tolerance - now
+  if wait > 0 then allowed = 0 else wait = 0 end
+  out[3 * i - 2] = int(tat); out[3 * i - 1] = int(new_tat); out[3 * i] = int(wait)
+end
+if allowed == 1 and cost > 0 then
+  for i = 1, n do
+    local new_tat = tonumber(out[3 * i - 1])
+    -- Expire once full again (plus a second of slack): idle buckets cost no memory.
+    redis.call('SET', KEYS[i], out[3 * i - 1], 'PX', math.floor((new_tat - now) / 1000) + 1000)
+  end
+end
+table.insert(out, 1, int(now))
+table.insert(out, 1, tostring(allowed))
+return out
+"#;
+
+/// A GCRA rate limiter shared through Redis.
+pub struct RedisLimiter {
+    config: RedisLimiterConfig,
+    clock: harness::clock::SharedClock,
+    connection: redis::aio::ConnectionManager,
+    script: redis::Script,
+}
+
+fn micros_up(d: Duration) -> u64 {
+    (d.as_nanos() as u64).div_ceil(1_000).max(1)
+}
+
+impl RedisLimiter {
+    fn key(&self, name: &str) -> String {
+        // `{namespace}` is the Cluster hash tag: every key of the namespace, one slot.
+        format!("{{{}}}:{name}", self.config.namespace)
+    }
+
+    fn unavailable(&self, why: String) -> Result<Decision, RedisLimitError> {
+        match self.config.when_unavailable {
+            WhenUnavailable::FailOpen => Ok(FAIL_OPEN),
+            WhenUnavailable::FailClosed => Err(RedisLimitError::Unavailable(why)),
+        }
+    }
+}
+
+fn parse_reply(reply: &[String], quotas: &[Quota]) -> Option<Decision> {
+    let number = |i: usize| reply.get(i)?.parse::<u64>().ok().map(|us| us * 1_000);
+    let now = number(1)?;
+    let verdicts = (0..quotas.len())
+        .map(|i| Some(Verdict { tat: number(2 + 3 * i)?, new_tat: number(3 + 3 * i)?, wait: number(4 + 3 * i)? }))
+        .collect::<Option<Vec<Verdict>>>()?;
+    Some(decision(now, quotas, &verdicts))
+}
+
+impl RedisRateLimiter for RedisLimiter {
+    async fn connect(url: &str, config: RedisLimiterConfig, clock: harness::clock::SharedClock) -> Result<Self, RedisLimitError> {
+        let unavailable = |e: redis::RedisError| RedisLimitError::Unavailable(e.to_string());
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1);
+        let connect = redis::aio::ConnectionManager::new_with_config(client, manager_config);
+        let connection = match tokio::time::timeout(config.timeout, connect).await {
+            Ok(connection) => connection.map_err(unavailable)?,
+            Err(_) => return Err(RedisLimitError::Unavailable(format!("no connection to {url} within {:?}", config.timeout))),
+        };
+        Ok(RedisLimiter { config, clock, connection, script: redis::Script::new(GCRA_SCRIPT) })
+    }
+
+    async fn check(&self, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
+        validate(limits, cost).map_err(RedisLimitError::Invalid)?;
+        let mut invocation = self.script.prepare_invoke();
+        for (name, _) in limits {
+            invocation.key(self.key(&format!("b:{name}")));
+        }
+        invocation.key(self.key("latest"));
+        invocation.arg(self.clock.now().as_nanos() / 1_000).arg(cost);
+        for (_, quota) in limits {
+            let period = micros_up(quota.period());
+            invocation.arg(period).arg(period * u64::from(quota.burst()));
+        }
+        let mut connection = self.connection.clone();
+        let reply = match tokio::time::timeout(self.config.timeout, invocation.invoke_async::<Vec<String>>(&mut connection)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return self.unavailable(e.to_string()),
+            Err(_) => return self.unavailable(format!("no answer within {:?}", self.config.timeout)),
+        };
+        let quotas: Vec<Quota> = limits.iter().map(|(_, q)| *q).collect();
+        parse_reply(&reply, &quotas).ok_or_else(|| RedisLimitError::Unavailable(format!("unexpected script reply {reply:?}")))
     }
 }

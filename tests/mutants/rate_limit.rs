@@ -128,3 +128,56 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawe
         self.state.lock().unwrap().tats.len()
     }
 }
+
+/// Redis-backed limiters with one realistic bug each, wrapped around the reference
+/// (whose own correctness the reference trials establish).
+pub mod redis_backed {
+    use harness::clock::SharedClock;
+    use harness::rate_limit::{Decision, Quota, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable};
+    use solutions::rate_limit::RedisLimiter;
+
+    pub const EXTRA_ROUND_TRIP: u8 = 1;
+    pub const IGNORES_FAIL_OPEN: u8 = 2;
+    pub const NAMESPACE_PER_INSTANCE: u8 = 3;
+    pub const PANICS_ON_OUTAGE: u8 = 4;
+
+    pub struct FlawedRedis<const BUG: u8> {
+        inner: RedisLimiter,
+        /// A second connection, for the extra round trip.
+        side: Option<redis::aio::MultiplexedConnection>,
+    }
+
+    impl<const BUG: u8> RedisRateLimiter for FlawedRedis<BUG> {
+        async fn connect(url: &str, mut config: RedisLimiterConfig, clock: SharedClock) -> Result<Self, RedisLimitError> {
+            if BUG == IGNORES_FAIL_OPEN {
+                config.when_unavailable = WhenUnavailable::FailClosed;
+            }
+            if BUG == NAMESPACE_PER_INSTANCE {
+                // The bug: state private to each instance instead of shared.
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                config.namespace = format!("{}-{}", config.namespace, NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+            }
+            let side = if BUG == EXTRA_ROUND_TRIP {
+                let client = redis::Client::open(url).map_err(|e| RedisLimitError::Unavailable(e.to_string()))?;
+                Some(client.get_multiplexed_async_connection().await.map_err(|e| RedisLimitError::Unavailable(e.to_string()))?)
+            } else {
+                None
+            };
+            let inner = RedisLimiter::connect(url, config, clock).await?;
+            Ok(FlawedRedis { inner, side })
+        }
+
+        async fn check(&self, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
+            if let Some(side) = &self.side {
+                // The bug: reads state in a round trip of its own before deciding.
+                let mut side = side.clone();
+                let _: Result<String, _> = redis::cmd("PING").query_async(&mut side).await;
+            }
+            let decision = self.inner.check(limits, cost).await;
+            if BUG == PANICS_ON_OUTAGE {
+                return Ok(decision.expect("Redis is always up"));
+            }
+            decision
+        }
+    }
+}
