@@ -53,6 +53,18 @@ macro_rules! redis_limiter_mutant {
     };
 }
 
+macro_rules! redis_store_mutant {
+    ($bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("idempotency::redis::", stringify!($bug)),
+            suite: idempotency::redis_suite(idempotency::redis_factory::<
+                mutants::idempotency::redis_backed::FlawedRedis<{ mutants::idempotency::redis_backed::$bug }>,
+            >()),
+            rejected_by: $case,
+        }
+    };
+}
+
 macro_rules! top_k_mutant {
     ($bug:ident, $case:literal) => {
         Mutant {
@@ -124,6 +136,9 @@ fn mutants() -> Vec<Mutant> {
         idempotency_mutant!(TOKENS_PER_KEY, "idempotency::l1_lifecycle::two_key_sequences"),
         idempotency_mutant!(RACY_BEGIN, "idempotency::l3_threads::exactly_one_executes"),
         idempotency_mutant!(NEVER_REAPS, "idempotency::l4_memory::memory_follows_retention"),
+        redis_store_mutant!(CHECK_THEN_EXECUTE, "idempotency::l5_redis::one_executor_across_instances"),
+        redis_store_mutant!(EXTRA_ROUND_TRIP, "idempotency::l5_redis::round_trips_and_keys"),
+        redis_store_mutant!(PANICS_ON_OUTAGE, "idempotency::l5_redis::outage"),
     ]
 }
 
@@ -187,7 +202,6 @@ fn cases() -> Vec<(Case, Expect)> {
             .find(|c| c.id == mutant.rejected_by)
             .unwrap_or_else(|| panic!("mutant {} names unknown case {}", mutant.name, mutant.rejected_by));
         cases.push((case.prefixed(&format!("mutant::{}::rejected_by", mutant.name)), Expect::Rejection));
-        assert!(!mutant.name.is_empty());
     }
     for misbehaviour in misbehaviours() {
         let mut case = suite(misbehaviour.make)

@@ -18,5 +18,6 @@ pub fn cases() -> Vec<Case> {
     cases.extend(harness::rate_limit::redis_suite(harness::rate_limit::redis_factory::<rate_limit::RedisLimiter>()));
     cases.extend(harness::top_k::suite(harness::top_k::factory::<top_k::TopK>()));
     cases.extend(harness::idempotency::suite(harness::idempotency::factory::<idempotency::Store>()));
+    cases.extend(harness::idempotency::redis_suite(harness::idempotency::redis_factory::<idempotency::RedisStore>()));
     cases
 }

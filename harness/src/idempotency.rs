@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -14,6 +16,7 @@ use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
+use crate::redis_server::{CommandCounter, RedisServer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
 
@@ -588,6 +591,342 @@ fn memory_follows_retention(make: Factory) -> CaseResult {
 }
 
 // ---------------------------------------------------------------------------------
+// The distributed level: the same contract on Redis
+// ---------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisStoreConfig {
+    /// Prefix of every key, and their Redis Cluster hash tag: `{namespace}:...`.
+    pub namespace: String,
+    /// Longest wait for Redis on one call, connecting included.
+    pub timeout: Duration,
+    pub records: IdempotencyConfig,
+}
+
+/// Redis did not answer in time or the connection failed: answer 503, retry later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreUnavailable(pub String);
+
+impl fmt::Display for StoreUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "idempotency store unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreUnavailable {}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettleError {
+    Lease(LeaseError),
+    Unavailable(StoreUnavailable),
+}
+
+/// The distributed contract: [`IdempotencyStore`]'s semantics, shared by every
+/// instance on the same Redis and namespace. Implement it for `RedisStore` in
+/// `exercises/src/idempotency.rs`.
+///
+/// * One round trip per call: a Lua script reads and changes a record atomically.
+///   Keys carry the hash tag `{namespace}`; (scope, key) is encoded injectively.
+/// * Time is the caller's clock in whole microseconds. Records expire in Redis (a TTL)
+///   once past retention.
+/// * Fencing tokens strictly increase per namespace, **even if Redis loses its data**
+///   (a crash without persistence): a token from before the loss must never match a
+///   record made after it. (E.g. seed a missing counter from the clock.)
+/// * Redis down or slow: each call returns `Unavailable` within `timeout` (plus
+///   scheduling) and works again once Redis is back.
+pub trait RedisIdempotencyStore: Send + Sync + Sized {
+    fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> impl Future<Output = Result<Self, StoreUnavailable>> + Send;
+    fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> impl Future<Output = Result<Begin, StoreUnavailable>> + Send;
+    fn complete(&self, scope: &str, key: &str, token: u64, response: Response) -> impl Future<Output = Result<(), SettleError>> + Send;
+    fn abandon(&self, scope: &str, key: &str, token: u64) -> impl Future<Output = Result<(), SettleError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The distributed store under test, behind a trait object.
+pub trait ErasedRedisStore: Send + Sync {
+    fn begin<'a>(&'a self, scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> BoxFuture<'a, Result<Begin, StoreUnavailable>>;
+    fn complete<'a>(&'a self, scope: &'a str, key: &'a str, token: u64, response: Response) -> BoxFuture<'a, Result<(), SettleError>>;
+    fn abandon<'a>(&'a self, scope: &'a str, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), SettleError>>;
+}
+
+impl<S: RedisIdempotencyStore> ErasedRedisStore for S {
+    fn begin<'a>(&'a self, scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> BoxFuture<'a, Result<Begin, StoreUnavailable>> {
+        Box::pin(RedisIdempotencyStore::begin(self, scope, key, fingerprint))
+    }
+    fn complete<'a>(&'a self, scope: &'a str, key: &'a str, token: u64, response: Response) -> BoxFuture<'a, Result<(), SettleError>> {
+        Box::pin(RedisIdempotencyStore::complete(self, scope, key, token, response))
+    }
+    fn abandon<'a>(&'a self, scope: &'a str, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), SettleError>> {
+        Box::pin(RedisIdempotencyStore::abandon(self, scope, key, token))
+    }
+}
+
+pub type RedisFactory =
+    fn(String, RedisStoreConfig, SharedClock) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisStore>, StoreUnavailable>>;
+
+pub fn redis_factory<S: RedisIdempotencyStore + 'static>() -> RedisFactory {
+    |url, config, clock| {
+        Box::pin(async move {
+            let store = S::connect(&url, config, clock).await?;
+            Ok(Arc::new(store) as Arc<dyn ErasedRedisStore>)
+        })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CaseError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CaseError::failed(format!("cannot start a tokio runtime: {e}")))
+}
+
+fn fresh_namespace(label: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("katas-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+fn redis_config(records: IdempotencyConfig) -> RedisStoreConfig {
+    RedisStoreConfig { namespace: fresh_namespace("idem"), timeout: Duration::from_millis(500), records }
+}
+
+fn connect(rt: &tokio::runtime::Runtime, make: RedisFactory, url: &str, config: RedisStoreConfig, clock: &ManualClock) -> Result<Arc<dyn ErasedRedisStore>, CaseError> {
+    rt.block_on(make(url.to_string(), config, clock.shared())).map_err(|e| CaseError::failed(format!("connect({url}): {e}")))
+}
+
+/// Redis tokens only have to increase, not to count from 1: the replay driver shows
+/// the n-th token issued as n (and a token that fails to increase as 0), and maps the
+/// model's token n back to the n-th real one.
+#[derive(Default)]
+struct TokenOrder {
+    issued: Vec<u64>,
+}
+
+impl TokenOrder {
+    fn rank(&mut self, token: u64) -> u64 {
+        if self.issued.last().is_some_and(|&last| token <= last) {
+            return 0;
+        }
+        self.issued.push(token);
+        self.issued.len() as u64
+    }
+
+    fn real(&self, model_token: u64) -> u64 {
+        // A token never issued stays one: far above any real token.
+        usize::try_from(model_token).ok().and_then(|n| n.checked_sub(1)).and_then(|i| self.issued.get(i).copied()).unwrap_or(u64::MAX - model_token)
+    }
+}
+
+fn unavailable_in_replay(e: impl fmt::Display) -> ! {
+    panic!("Redis unavailable during a replay: {e}")
+}
+
+fn apply_redis(rt: &tokio::runtime::Runtime, store: &dyn ErasedRedisStore, clock: &ManualClock, tokens: &mut TokenOrder, op: &Op) -> Output {
+    let settled = |r: Result<(), SettleError>| match r {
+        Err(SettleError::Unavailable(e)) => unavailable_in_replay(e),
+        Err(SettleError::Lease(e)) => Output::Done(Err(e)),
+        Ok(()) => Output::Done(Ok(())),
+    };
+    match op {
+        Op::Begin { id: i, fingerprint } => {
+            let (s, k) = id(*i);
+            match rt.block_on(store.begin(&s, &k, Fingerprint(u64::from(*fingerprint)))) {
+                Ok(Begin::Execute(lease)) => Output::Began(Begin::Execute(Lease { token: tokens.rank(lease.token) })),
+                Ok(other) => Output::Began(other),
+                Err(e) => unavailable_in_replay(e),
+            }
+        }
+        Op::Complete { id: i, token, response: r } => {
+            let (s, k) = id(*i);
+            settled(rt.block_on(store.complete(&s, &k, tokens.real(*token), response(*r))))
+        }
+        Op::Abandon { id: i, token } => {
+            let (s, k) = id(*i);
+            settled(rt.block_on(store.abandon(&s, &k, tokens.real(*token))))
+        }
+        Op::Advance(d) => {
+            clock.advance(*d);
+            Output::Nothing
+        }
+    }
+}
+
+fn redis_sequences(make: RedisFactory) -> CaseResult {
+    let server = RedisServer::start()?;
+    let rt = &runtime()?;
+    let replay_redis = |config: &IdempotencyConfig, ops: &[Op]| {
+        replay::<IdempotencySpec, _>(config, ops, |config| {
+            let clock = ManualClock::new();
+            let store = rt.block_on(make(server.url().to_string(), redis_config(*config), clock.shared())).unwrap_or_else(|e| panic!("connect: {e}"));
+            let mut tokens = TokenOrder::default();
+            move |op: &Op| apply_redis(rt, store.as_ref(), &clock, &mut tokens, op)
+        })
+    };
+    for (config, ops) in edge_scenarios() {
+        replay_redis(&config, &ops)?;
+    }
+    random(random_ops(), Budget { cases: 64, ..Budget::default() }, |(config, ops)| replay_redis(config, ops))
+}
+
+/// Several instances, one Redis: exactly one executes, and after a takeover only the
+/// new executor's complete lands.
+fn one_executor_across_instances(make: RedisFactory) -> CaseResult {
+    let server = RedisServer::start()?;
+    let rt = runtime()?;
+    let clock = ManualClock::new();
+    let config = redis_config(config(10, 600));
+    let instances: Vec<Arc<dyn ErasedRedisStore>> =
+        (0..4).map(|_| connect(&rt, make, server.url(), config.clone(), &clock)).collect::<Result<_, _>>()?;
+    for round in 0..20 {
+        let key = format!("order-{round}");
+        let answers: Vec<Result<Begin, StoreUnavailable>> = rt.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let (store, key) = (Arc::clone(&instances[i % 4]), key.clone());
+                    tokio::spawn(async move { store.begin("shop", &key, Fingerprint(7)).await })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.unwrap_or_else(|e| Err(StoreUnavailable(format!("task failed: {e}")))));
+            }
+            answers
+        });
+        let executed = answers.iter().filter(|a| matches!(a, Ok(Begin::Execute(_)))).count();
+        if executed != 1 || answers.iter().any(|a| a.is_err()) {
+            return Err(CaseError::failed(format!("8 identical requests through 4 instances: {executed} executed (expected 1); answers {answers:?}")));
+        }
+    }
+    // Takeover: A's lease expires, B takes over, both try to complete at once.
+    let (a, b) = (&instances[0], &instances[1]);
+    let first = rt.block_on(a.begin("shop", "refund", Fingerprint(1)));
+    let Ok(Begin::Execute(old)) = first else { return Err(CaseError::failed(format!("begin on a new key returned {first:?}"))) };
+    clock.advance(Duration::from_secs(11));
+    let second = rt.block_on(b.begin("shop", "refund", Fingerprint(1)));
+    let Ok(Begin::Execute(new)) = second else {
+        return Err(CaseError::failed(format!("after the lease expired, a retry got {second:?}, expected Execute with a newer token")));
+    };
+    let (late, current) = rt.block_on(async {
+        let old_response = Response { status: 200, body: b"old".to_vec() };
+        let new_response = Response { status: 200, body: b"new".to_vec() };
+        tokio::join!(a.complete("shop", "refund", old.token, old_response), b.complete("shop", "refund", new.token, new_response))
+    });
+    let replay = rt.block_on(a.begin("shop", "refund", Fingerprint(1)));
+    let expected = Ok(Begin::Replay(Response { status: 200, body: b"new".to_vec() }));
+    // Whichever lands first, the old token is refused: StaleToken, or AlreadyCompleted
+    // if the new executor's complete came first.
+    let refused = matches!(late, Err(SettleError::Lease(LeaseError::StaleToken | LeaseError::AlreadyCompleted)));
+    if new.token <= old.token || !refused || current != Ok(()) || replay != expected {
+        return Err(CaseError::failed(format!(
+            "takeover: old token {}, new token {} (must be greater); old executor's complete {late:?} (expected StaleToken or AlreadyCompleted), \
+             new executor's {current:?} (expected Ok), then a retry got {replay:?} (expected the new response)",
+            old.token, new.token
+        )));
+    }
+    Ok(())
+}
+
+/// Kill Redis mid-use: calls fail fast with Unavailable, work again after a restart,
+/// and a token from before the (data-losing) outage never completes a newer record.
+fn outage(make: RedisFactory) -> CaseResult {
+    let mut server = RedisServer::start()?;
+    if !server.owned() {
+        return Err(CaseError::Skipped("REDIS_URL points at an external server, which this case cannot kill".into()));
+    }
+    let rt = runtime()?;
+    let clock = ManualClock::starting_at(Timestamp::from_nanos(1_000_000_000_000));
+    let store = connect(&rt, make, server.url(), redis_config(config(30, 600)), &clock)?;
+    let bounded = |call: BoxFuture<'_, Result<Begin, StoreUnavailable>>| {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), call).await })
+    };
+    let Ok(Ok(Begin::Execute(old))) = bounded(store.begin("pay", "p-1", Fingerprint(1))) else {
+        return Err(CaseError::failed("before the outage, begin on a new key did not Execute"));
+    };
+    server.kill();
+    match bounded(store.begin("pay", "p-2", Fingerprint(1))) {
+        Ok(Err(StoreUnavailable(_))) => {}
+        Err(_) => return Err(CaseError::failed("with Redis down, begin had not returned after 5s (timeout configured: 500ms)")),
+        Ok(other) => return Err(CaseError::failed(format!("with Redis down, begin returned {other:?}, expected Err(StoreUnavailable)"))),
+    }
+    // The outage takes time; the restarted Redis has lost every record and counter.
+    clock.advance(Duration::from_secs(1));
+    server.restart()?;
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(Ok(answer)) = bounded(store.begin("pay", "p-1", Fingerprint(1))) {
+            again = Some(answer);
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let Some(Begin::Execute(new)) = again else {
+        return Err(CaseError::failed(format!("after Redis restarted (data lost), a retry of p-1 got {again:?}, expected Execute")));
+    };
+    let late = rt.block_on(store.complete("pay", "p-1", old.token, Response { status: 200, body: b"old".to_vec() }));
+    if new.token <= old.token || late.is_ok() {
+        return Err(CaseError::failed(format!(
+            "token {} from before the outage vs {} after it: tokens must keep increasing across data loss, \
+             and the old executor's complete must be refused (got {late:?})",
+            old.token, new.token
+        )));
+    }
+    Ok(())
+}
+
+/// One round trip per call; keys hash-tagged alike; records expire.
+fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
+    let server = RedisServer::start()?;
+    let counter = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("counting proxy: {e}")))?;
+    let rt = runtime()?;
+    let clock = ManualClock::new();
+    let config = redis_config(config(30, 600));
+    let namespace = config.namespace.clone();
+    let store = connect(&rt, make, &counter.url, config, &clock)?;
+    // Warm up (scripts may load on first use), then count.
+    if let Ok(Begin::Execute(lease)) = rt.block_on(store.begin("s", "warm", Fingerprint(1))) {
+        let _ = rt.block_on(store.complete("s", "warm", lease.token, Response { status: 200, body: Vec::new() }));
+    }
+    let before = counter.commands();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        match rt.block_on(store.begin("s", &key, Fingerprint(1))) {
+            Ok(Begin::Execute(lease)) => {
+                rt.block_on(store.complete("s", &key, lease.token, Response { status: 200, body: b"x".to_vec() }))
+                    .map_err(|e| CaseError::failed(format!("complete returned {e:?}")))?;
+            }
+            other => return Err(CaseError::failed(format!("begin on a new key returned {other:?}"))),
+        }
+    }
+    let commands = counter.commands() - before;
+    if commands != 40 {
+        return Err(CaseError::failed(format!("20 begin + 20 complete sent {commands} commands to Redis: expected one round trip per call (40)")));
+    }
+    let client = redis::Client::open(server.url()).map_err(|e| CaseError::failed(format!("client: {e}")))?;
+    let keys: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
+        let mut raw = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut raw).await?;
+        let mut ttls = Vec::new();
+        for key in keys {
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await?;
+            ttls.push((key, ttl));
+        }
+        Ok(ttls)
+    });
+    let keys = keys.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))?;
+    let tag = |k: &str| k.find('{').and_then(|o| k[o + 1..].find('}').map(|c| k[o + 1..o + 1 + c].to_string()));
+    if keys.len() < 21 || keys.iter().any(|(k, _)| tag(k).as_deref() != Some(namespace.as_str())) {
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(CaseError::failed(format!("keys for namespace {namespace:?}: {names:?}; every key must carry the hash tag {{{namespace}}}")));
+    }
+    let without_ttl: Vec<&String> = keys.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
+    if without_ttl.len() > 1 {
+        return Err(CaseError::failed(format!("keys without expiry: {without_ttl:?}: records must expire after retention")));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
 // The suite
 // ---------------------------------------------------------------------------------
 
@@ -596,9 +935,31 @@ pub const L1: Level = Level { number: 1, name: "lifecycle" };
 pub const L2: Level = Level { number: 2, name: "leases" };
 pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "memory" };
+pub const L5: Level = Level { number: 5, name: "redis" };
 
 const QUICK: Duration = Duration::from_secs(30);
 const THREADED: Duration = Duration::from_secs(60);
+
+/// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
+pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
+    let case = |name, hint, run: fn(RedisFactory) -> CaseResult| Case::new(EXERCISE, L5, name, hint, THREADED, move || run(make)).with_redis();
+    vec![
+        case("sequences",
+            "The in-memory contract, replayed on Redis: one Lua script per call reads and changes the record (a hash) and the token counter atomically; \
+             time comes from ARGV in µs.",
+            redis_sequences),
+        case("one_executor_across_instances",
+            "Instances share records only through Redis: the exists-check and the create must be one script; after a takeover the old token's complete is refused.",
+            one_executor_across_instances),
+        case("outage",
+            "Bound every call with the timeout and return StoreUnavailable; reconnect after a restart; and make tokens increase across data loss \
+             (seed a missing counter from the clock) so a pre-outage token never completes a new record.",
+            outage),
+        case("round_trips_and_keys",
+            "One EVALSHA per call, keys named {namespace}:..., (scope, key) encoded without collisions, and a PEXPIRE on every record.",
+            round_trips_and_keys),
+    ]
+}
 
 pub fn suite(make: Factory) -> Vec<Case> {
     let case = |level, name, hint, deadline, run: fn(Factory) -> CaseResult| {

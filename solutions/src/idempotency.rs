@@ -8,12 +8,17 @@
 //!   one atomic step, so exactly one of N identical requests executes.
 //! * Expired records (past retention) are treated as absent on access and swept when
 //!   a shard has doubled since its last sweep: memory follows the live records.
+//!
+//! [`RedisStore`] keeps the same records as Redis hashes, each call one Lua script.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use harness::clock::{SharedClock, Timestamp};
-use harness::idempotency::{Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, Response};
+use harness::idempotency::{
+    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError,
+    StoreUnavailable,
+};
 use hashbrown::{DefaultHashBuilder, Equivalent, HashMap};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -134,5 +139,153 @@ impl IdempotencyStore for Store {
 
     fn tracked_records(&self) -> usize {
         self.shards.iter().map(|s| s.lock().records.len()).sum()
+    }
+}
+
+/// `begin` in one step. KEYS: the record (a hash), the namespace's token counter.
+/// ARGV: now, lease, retention (µs), fingerprint. A missing counter is seeded from
+/// the clock, so tokens keep increasing even after Redis lost its data.
+const BEGIN_SCRIPT: &str = r#"
+local function int(x) return string.format('%.0f', x) end
+local now, lease, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local r = redis.call('HMGET', KEYS[1], 'fp', 'state', 'until', 'status', 'body')
+if r[1] then
+  local untl = tonumber(r[3])
+  local gone = (r[2] == 'p' and now >= untl + retention) or (r[2] == 'c' and now >= untl)
+  if not gone then
+    if r[1] ~= ARGV[4] then return {'mismatch'} end
+    if r[2] == 'c' then return {'replay', r[4], r[5]} end
+    if now < untl then return {'inflight', int(untl - now)} end
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], int(now)) end
+local token = int(redis.call('INCR', KEYS[2]))
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'fp', ARGV[4], 'state', 'p', 'token', token, 'until', int(now + lease))
+redis.call('PEXPIRE', KEYS[1], math.floor((lease + retention) / 1000) + 1000)
+return {'execute', token}
+"#;
+
+/// `complete` or `abandon` in one step. KEYS: the record. ARGV: now, retention (µs),
+/// token, 'complete' or 'abandon', then status and body.
+const SETTLE_SCRIPT: &str = r#"
+local function int(x) return string.format('%.0f', x) end
+local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
+local r = redis.call('HMGET', KEYS[1], 'state', 'token', 'until')
+if not r[1] then return 'none' end
+local untl = tonumber(r[3])
+if (r[1] == 'p' and now >= untl + retention) or (r[1] == 'c' and now >= untl) then
+  redis.call('DEL', KEYS[1])
+  return 'none'
+end
+if r[1] == 'c' then return 'completed' end
+if r[2] ~= ARGV[3] then return 'stale' end
+if ARGV[4] == 'abandon' then
+  redis.call('DEL', KEYS[1])
+  return 'ok'
+end
+redis.call('HSET', KEYS[1], 'state', 'c', 'until', int(now + retention), 'status', ARGV[5], 'body', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], math.floor(retention / 1000) + 1000)
+return 'ok'
+"#;
+
+/// The idempotency store shared through Redis.
+pub struct RedisStore {
+    config: RedisStoreConfig,
+    clock: SharedClock,
+    connection: redis::aio::ConnectionManager,
+    begin_script: redis::Script,
+    settle_script: redis::Script,
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    (d.as_nanos() as u64).div_ceil(1_000)
+}
+
+impl RedisStore {
+    /// `{namespace}:r:<scope length>:<scope>:<key>`: the length makes it injective.
+    fn record_key(&self, scope: &str, key: &str) -> String {
+        format!("{{{}}}:r:{}:{scope}:{key}", self.config.namespace, scope.len())
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now().as_nanos() / 1_000
+    }
+
+    /// Runs a prepared script call within the timeout.
+    async fn call<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, StoreUnavailable> {
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut connection)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(StoreUnavailable(e.to_string())),
+            Err(_) => Err(StoreUnavailable(format!("no answer within {:?}", self.config.timeout))),
+        }
+    }
+
+    async fn settle(&self, scope: &str, key: &str, token: u64, outcome: Option<Response>) -> Result<(), SettleError> {
+        let mut invocation = self.settle_script.prepare_invoke();
+        invocation.key(self.record_key(scope, key));
+        invocation.arg(self.now()).arg(micros(self.config.records.retention())).arg(token);
+        match &outcome {
+            Some(response) => invocation.arg("complete").arg(response.status).arg(&response.body[..]),
+            None => invocation.arg("abandon"),
+        };
+        let reply: String = self.call(&invocation).await.map_err(SettleError::Unavailable)?;
+        match reply.as_str() {
+            "ok" => Ok(()),
+            "none" => Err(SettleError::Lease(LeaseError::NoSuchRecord)),
+            "completed" => Err(SettleError::Lease(LeaseError::AlreadyCompleted)),
+            "stale" => Err(SettleError::Lease(LeaseError::StaleToken)),
+            other => Err(SettleError::Unavailable(StoreUnavailable(format!("unexpected script reply {other:?}")))),
+        }
+    }
+}
+
+impl RedisIdempotencyStore for RedisStore {
+    async fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> Result<Self, StoreUnavailable> {
+        let unavailable = |e: redis::RedisError| StoreUnavailable(e.to_string());
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1);
+        let connect = redis::aio::ConnectionManager::new_with_config(client, manager_config);
+        let connection = match tokio::time::timeout(config.timeout, connect).await {
+            Ok(connection) => connection.map_err(unavailable)?,
+            Err(_) => return Err(StoreUnavailable(format!("no connection to {url} within {:?}", config.timeout))),
+        };
+        Ok(RedisStore {
+            config,
+            clock,
+            connection,
+            begin_script: redis::Script::new(BEGIN_SCRIPT),
+            settle_script: redis::Script::new(SETTLE_SCRIPT),
+        })
+    }
+
+    async fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin, StoreUnavailable> {
+        let mut invocation = self.begin_script.prepare_invoke();
+        invocation.key(self.record_key(scope, key)).key(format!("{{{}}}:tokens", self.config.namespace));
+        let records = self.config.records;
+        invocation.arg(self.now()).arg(micros(records.lease())).arg(micros(records.retention())).arg(fingerprint.0);
+        let reply: Vec<Vec<u8>> = self.call(&invocation).await?;
+        let text = |i: usize| reply.get(i).map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default();
+        let number = |i: usize| text(i).parse::<u64>().ok();
+        let unexpected = || StoreUnavailable(format!("unexpected script reply {:?}", text(0)));
+        Ok(match text(0).as_str() {
+            "mismatch" => Begin::Mismatch,
+            "replay" => Begin::Replay(Response { status: number(1).ok_or_else(unexpected)? as u16, body: reply.get(2).cloned().unwrap_or_default() }),
+            "inflight" => Begin::InFlight { retry_after: std::time::Duration::from_micros(number(1).ok_or_else(unexpected)?) },
+            "execute" => Begin::Execute(Lease { token: number(1).ok_or_else(unexpected)? }),
+            _ => return Err(unexpected()),
+        })
+    }
+
+    async fn complete(&self, scope: &str, key: &str, token: u64, response: Response) -> Result<(), SettleError> {
+        self.settle(scope, key, token, Some(response)).await
+    }
+
+    async fn abandon(&self, scope: &str, key: &str, token: u64) -> Result<(), SettleError> {
+        self.settle(scope, key, token, None).await
     }
 }

@@ -164,3 +164,63 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
         self.records.lock().unwrap().map.len()
     }
 }
+
+/// Redis-backed stores with one realistic bug each, wrapped around the reference.
+pub mod redis_backed {
+    use harness::clock::SharedClock;
+    use harness::idempotency::{
+        Begin, Fingerprint, Lease, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError, StoreUnavailable,
+    };
+    use solutions::idempotency::RedisStore;
+
+    pub const CHECK_THEN_EXECUTE: u8 = 1;
+    pub const EXTRA_ROUND_TRIP: u8 = 2;
+    pub const PANICS_ON_OUTAGE: u8 = 3;
+
+    pub struct FlawedRedis<const BUG: u8> {
+        inner: RedisStore,
+        side: redis::aio::MultiplexedConnection,
+        namespace: String,
+    }
+
+    impl<const BUG: u8> RedisIdempotencyStore for FlawedRedis<BUG> {
+        async fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> Result<Self, StoreUnavailable> {
+            let unavailable = |e: redis::RedisError| StoreUnavailable(e.to_string());
+            let client = redis::Client::open(url).map_err(unavailable)?;
+            let side = client.get_multiplexed_async_connection().await.map_err(unavailable)?;
+            let namespace = config.namespace.clone();
+            Ok(FlawedRedis { inner: RedisStore::connect(url, config, clock).await?, side, namespace })
+        }
+
+        async fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin, StoreUnavailable> {
+            let mut side = self.side.clone();
+            if BUG == CHECK_THEN_EXECUTE {
+                // The bug: "is there a record?" and "create it" are two steps.
+                let marker = format!("{{{}}}:seen:{scope}:{key}", self.namespace);
+                let seen: bool = redis::cmd("EXISTS").arg(&marker).query_async(&mut side).await.unwrap_or(false);
+                if !seen {
+                    tokio::task::yield_now().await;
+                    let _: Result<(), _> = redis::cmd("SET").arg(&marker).arg(1).query_async(&mut side).await;
+                    let _ = self.inner.begin(scope, key, fingerprint).await;
+                    return Ok(Begin::Execute(Lease { token: 1 }));
+                }
+            }
+            if BUG == EXTRA_ROUND_TRIP {
+                let _: Result<String, _> = redis::cmd("PING").query_async(&mut side).await;
+            }
+            let answer = self.inner.begin(scope, key, fingerprint).await;
+            if BUG == PANICS_ON_OUTAGE {
+                return Ok(answer.expect("Redis is always up"));
+            }
+            answer
+        }
+
+        async fn complete(&self, scope: &str, key: &str, token: u64, response: Response) -> Result<(), SettleError> {
+            self.inner.complete(scope, key, token, response).await
+        }
+
+        async fn abandon(&self, scope: &str, key: &str, token: u64) -> Result<(), SettleError> {
+            self.inner.abandon(scope, key, token).await
+        }
+    }
+}
