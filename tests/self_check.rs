@@ -9,7 +9,7 @@ mod mutants;
 
 use std::time::Duration;
 
-use harness::isolation::{serve_child_if_requested, Outcome};
+use harness::isolation::{run_isolated_in, serve_child_if_requested, Outcome, DEFAULT_MEMORY_LIMIT};
 use harness::libtest::{must_pass, trial};
 use harness::{idempotency, rate_limit, top_k};
 use harness::ttl_lru::{factory, suite, Factory};
@@ -214,12 +214,46 @@ fn cases() -> Vec<(Case, Expect)> {
     cases
 }
 
+/// Runs a reference Redis case where no Redis can be found (no `redis-server` on the
+/// PATH, no `REDIS_URL`): locally it must be SKIPPED, under `CI=true` FAILED.
+fn without_redis_trials(all: &[(Case, Expect)]) -> Vec<Trial> {
+    let redis_case = || {
+        let (case, _) = all.iter().find(|(c, _)| c.needs_redis && c.id.starts_with("reference::")).expect("a reference Redis case");
+        case.id.clone()
+    };
+    let check = |ci: Option<&'static str>, expect: fn(&Outcome) -> bool, id: String| {
+        move || {
+            let case = cases().into_iter().map(|(c, _)| c).find(|c| c.id == id).expect("case exists");
+            let empty = std::env::temp_dir().join("katas-no-redis");
+            let _ = std::fs::create_dir_all(&empty);
+            let env = [("PATH", empty.to_str()), ("REDIS_URL", None), ("CI", ci)];
+            let outcome = run_isolated_in(&case, DEFAULT_MEMORY_LIMIT, &env);
+            if expect(&outcome) {
+                Ok(())
+            } else {
+                Err(format!("without Redis (CI={ci:?}) the case gave {outcome:?}").into())
+            }
+        }
+    };
+    vec![
+        Trial::test(
+            "isolation::without_redis::skipped_locally",
+            check(None, |o| matches!(o, Outcome::Skipped { reason } if reason.contains("no redis-server")), redis_case()),
+        ),
+        Trial::test(
+            "isolation::without_redis::fails_under_ci",
+            check(Some("true"), |o| matches!(o, Outcome::Failed { report } if report.contains("CI=true")), redis_case()),
+        ),
+    ]
+}
+
 fn main() {
     let all = cases();
     let runnable: Vec<Case> = cases().into_iter().map(|(case, _)| case).collect();
     serve_child_if_requested(&runnable);
     harness::libtest::warn_if_redis_skipped(&runnable);
 
+    let no_redis = without_redis_trials(&all);
     let trials: Vec<Trial> = all
         .into_iter()
         .map(|(case, expect)| match expect {
@@ -238,6 +272,7 @@ fn main() {
                 }
             }),
         })
+        .chain(no_redis)
         .collect();
     libtest_mimic::run(&Arguments::from_args(), trials).exit()
 }

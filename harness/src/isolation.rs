@@ -163,11 +163,24 @@ pub fn run_isolated(case: &Case) -> Outcome {
 
 /// [`run_isolated`] with an explicit memory limit.
 pub fn run_isolated_with(case: &Case, memory_limit: u64) -> Outcome {
+    run_isolated_in(case, memory_limit, &[])
+}
+
+/// [`run_isolated_with`] where the child's environment differs: `(name, Some(value))`
+/// sets a variable, `(name, None)` removes it (e.g. to test behaviour without Redis).
+pub fn run_isolated_in(case: &Case, memory_limit: u64, env_changes: &[(&str, Option<&str>)]) -> Outcome {
     let exe = match env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return crashed(format!("cannot find this binary to re-run it: {e}")),
     };
-    let spawned = Command::new(exe)
+    let mut command = Command::new(exe);
+    for (name, value) in env_changes {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let spawned = command
         .env(CASE_ENV, &case.id)
         .env(MEMORY_ENV, memory_limit.to_string())
         .stdin(Stdio::null())
