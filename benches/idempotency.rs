@@ -7,10 +7,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use harness::clock::SystemClock;
 use harness::idempotency::{Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Response};
-use harness::suite::{guarded, install_quiet_panic_hook};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -53,21 +54,9 @@ fn serve<S: IdempotencyStore>(store: &S, keys: &[u64], scope: &str) -> usize {
 }
 
 fn attempt_is_ready() -> bool {
-    let default_hook = std::panic::take_hook();
-    install_quiet_panic_hook();
-    let probe = guarded(|| exercises::idempotency::Store::new(config(), SystemClock::shared()).begin("s", "k", Fingerprint(1)));
-    std::panic::set_hook(default_hook);
-    match probe {
-        Ok(Begin::Execute(_)) => true,
-        Ok(other) => {
-            eprintln!("\n*** idempotency: attempt skipped: the first begin returned {other:?}; run `cargo grade` ***\n");
-            false
-        }
-        Err(panic) => {
-            eprintln!("\n*** idempotency: attempt skipped: {panic}; run `cargo grade` ***\n");
-            false
-        }
-    }
+    let probe = || exercises::idempotency::Store::new(config(), SystemClock::shared()).begin("s", "k", Fingerprint(1));
+    let executes = |got: &Begin| if matches!(got, Begin::Execute(_)) { Ok(()) } else { Err(format!("begin on a new key gave {got:?}")) };
+    common::attempt_probe("idempotency", probe, executes).is_some()
 }
 
 fn bench_store<S: IdempotencyStore>(c: &mut Criterion, name: &str, keys: &[u64], pair: &[Vec<u64>; 2]) {
@@ -110,10 +99,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(10);
+    config = common::criterion_config();
     targets = bench
 }
 criterion_main!(benches);

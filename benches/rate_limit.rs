@@ -8,10 +8,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use harness::clock::SystemClock;
 use harness::rate_limit::{Quota, RateLimiter};
-use harness::suite::{guarded, install_quiet_panic_hook};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,24 +47,11 @@ fn on_two_threads(work: impl Fn(&[u64]) -> usize + Sync, sequences: &[Vec<u64>; 
 }
 
 fn attempt_is_ready() -> bool {
-    let default_hook = std::panic::take_hook();
-    install_quiet_panic_hook();
-    let probe = guarded(|| {
+    let probe = || {
         let limiter = exercises::rate_limit::Limiter::<u64>::new(SystemClock::shared());
         limiter.check(&[(1, quota())], 1).map(|d| d.allowed)
-    });
-    std::panic::set_hook(default_hook);
-    match probe {
-        Ok(Ok(true)) => true,
-        Ok(other) => {
-            eprintln!("\n*** rate_limit: attempt skipped: first check returned {other:?}; run `cargo grade` ***\n");
-            false
-        }
-        Err(panic) => {
-            eprintln!("\n*** rate_limit: attempt skipped: {panic}; run `cargo grade` ***\n");
-            false
-        }
-    }
+    };
+    common::attempt_probe("rate_limit", probe, |got| common::expect(got, &Ok(true))).is_some()
 }
 
 fn bench(c: &mut Criterion) {
@@ -120,10 +108,7 @@ fn governor_limiter() -> governor::DefaultKeyedRateLimiter<u64> {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(10);
+    config = common::criterion_config();
     targets = bench
 }
 criterion_main!(benches);

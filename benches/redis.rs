@@ -11,12 +11,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use harness::clock::SystemClock;
 use harness::idempotency::{Begin, Fingerprint, IdempotencyConfig, RedisIdempotencyStore, RedisStoreConfig, Response};
 use harness::rate_limit::{Quota, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable};
 use harness::redis_server::RedisServer;
-use harness::suite::{guarded, install_quiet_panic_hook};
 use tokio::runtime::Runtime;
 
 const CALLS: u64 = 200;
@@ -35,20 +36,6 @@ fn limits() -> [(&'static str, Quota); 3] {
     [("user-1", q), ("endpoint-/pay", q), ("tenant-9", q)]
 }
 
-/// `Some(connected limiter)` if the attempt is implemented far enough to measure.
-fn attempt<T>(rt: &Runtime, label: &str, connect: impl std::future::Future<Output = T>) -> Option<T> {
-    let default_hook = std::panic::take_hook();
-    install_quiet_panic_hook();
-    let probe = guarded(|| rt.block_on(connect));
-    std::panic::set_hook(default_hook);
-    match probe {
-        Ok(value) => Some(value),
-        Err(panic) => {
-            eprintln!("\n*** redis/{label}: attempt skipped: {panic}; run `cargo grade` ***\n");
-            None
-        }
-    }
-}
 
 async fn limiter_calls<L: RedisRateLimiter>(limiter: &L) -> usize {
     let limits = limits();
@@ -88,7 +75,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("redis/rate_limit");
     group.throughput(Throughput::Elements(CALLS));
     let clock = SystemClock::shared;
-    if let Some(Ok(limiter)) = attempt(&rt, "rate_limit", exercises::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-a"), clock())) {
+    let connect = || rt.block_on(exercises::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-a"), clock()));
+    if let Some(Ok(limiter)) = common::attempt_probe("redis/rate_limit", connect, |c| c.as_ref().map(|_| ()).map_err(|e| e.to_string())) {
         group.bench_function(BenchmarkId::from_parameter("attempt"), |b| b.iter(|| black_box(rt.block_on(limiter_calls(&limiter)))));
     }
     let reference = rt.block_on(solutions::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-r"), clock())).expect("connect");
@@ -109,7 +97,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("redis/idempotency");
     group.throughput(Throughput::Elements(CALLS));
     let mut round = 0;
-    if let Some(Ok(store)) = attempt(&rt, "idempotency", exercises::idempotency::RedisStore::connect(&url, store_config("bench-a"), clock())) {
+    let connect = || rt.block_on(exercises::idempotency::RedisStore::connect(&url, store_config("bench-a"), clock()));
+    if let Some(Ok(store)) = common::attempt_probe("redis/idempotency", connect, |c| c.as_ref().map(|_| ()).map_err(|e| e.to_string())) {
         group.bench_function(BenchmarkId::from_parameter("attempt"), |b| {
             b.iter(|| {
                 round += 1;
@@ -144,10 +133,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(10);
+    config = common::criterion_config();
     targets = bench
 }
 criterion_main!(benches);

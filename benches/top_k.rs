@@ -6,10 +6,10 @@
 //! and a few are late), window 300.
 
 use std::hint::black_box;
-use std::time::Duration;
+
+mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use harness::suite::{guarded, install_quiet_panic_hook};
 use harness::top_k::{SlidingTopK, TopKConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -45,25 +45,12 @@ fn run<T: SlidingTopK>(lines: &[String]) -> usize {
 }
 
 fn attempt_is_ready() -> bool {
-    let default_hook = std::panic::take_hook();
-    install_quiet_panic_hook();
-    let probe = guarded(|| {
+    let probe = || {
         let mut tracker = exercises::top_k::TopK::new(config());
         let _ = tracker.ingest_line("1 a view");
         tracker.top()
-    });
-    std::panic::set_hook(default_hook);
-    match probe {
-        Ok(top) if top == vec![("a".to_string(), 1)] => true,
-        Ok(other) => {
-            eprintln!("\n*** top_k: attempt skipped: top() after one event returned {other:?}; run `cargo grade` ***\n");
-            false
-        }
-        Err(panic) => {
-            eprintln!("\n*** top_k: attempt skipped: {panic}; run `cargo grade` ***\n");
-            false
-        }
-    }
+    };
+    common::attempt_probe("top_k", probe, |top| common::expect(top, &vec![("a".to_string(), 1)])).is_some()
 }
 
 fn bench(c: &mut Criterion) {
@@ -79,10 +66,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(10);
+    config = common::criterion_config();
     targets = bench
 }
 criterion_main!(benches);

@@ -12,9 +12,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use harness::clock::{CoarseClock, SystemClock};
-use harness::suite::{guarded, install_quiet_panic_hook};
 use harness::ttl_lru::TtlLruCache;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -48,25 +49,12 @@ fn read_through<C: TtlLruCache<u64, u64>>(cache: &C, accesses: &[u64]) -> usize 
 
 /// `true` if the attempt is implemented far enough to be measured.
 fn attempt_is_ready() -> bool {
-    let default_hook = std::panic::take_hook();
-    install_quiet_panic_hook();
-    let probe = guarded(|| {
+    let probe = || {
         let cache = exercises::ttl_lru::TtlLru::<u64, u64>::new(2, CoarseClock::shared());
         cache.insert(1, 1, TTL);
         cache.get(&1)
-    });
-    std::panic::set_hook(default_hook);
-    match probe {
-        Ok(Some(1)) => true,
-        Ok(other) => {
-            eprintln!("\n*** ttl_lru: attempt skipped: get(1) after insert(1, 1) returned {other:?}; run `cargo grade` ***\n");
-            false
-        }
-        Err(panic) => {
-            eprintln!("\n*** ttl_lru: attempt skipped: {panic}; run `cargo grade` ***\n");
-            false
-        }
-    }
+    };
+    common::attempt_probe("ttl_lru", probe, |got| common::expect(got, &Some(1))).is_some()
 }
 
 fn bench(c: &mut Criterion) {
@@ -109,10 +97,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(10);
+    config = common::criterion_config();
     targets = bench
 }
 criterion_main!(benches);

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
-use crate::redis_server::{CommandCounter, RedisServer};
+use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, CommandCounter, RedisServer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
 
@@ -674,19 +674,6 @@ pub fn redis_factory<S: RedisIdempotencyStore + 'static>() -> RedisFactory {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CaseError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CaseError::failed(format!("cannot start a tokio runtime: {e}")))
-}
-
-fn fresh_namespace(label: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("katas-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
-}
-
 fn redis_config(records: IdempotencyConfig) -> RedisStoreConfig {
     RedisStoreConfig { namespace: fresh_namespace("idem"), timeout: Duration::from_millis(500), records }
 }
@@ -902,28 +889,8 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     if commands != 40 {
         return Err(CaseError::failed(format!("20 begin + 20 complete sent {commands} commands to Redis: expected one round trip per call (40)")));
     }
-    let client = redis::Client::open(server.url()).map_err(|e| CaseError::failed(format!("client: {e}")))?;
-    let keys: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
-        let mut raw = client.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut raw).await?;
-        let mut ttls = Vec::new();
-        for key in keys {
-            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await?;
-            ttls.push((key, ttl));
-        }
-        Ok(ttls)
-    });
-    let keys = keys.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))?;
-    let tag = |k: &str| k.find('{').and_then(|o| k[o + 1..].find('}').map(|c| k[o + 1..o + 1 + c].to_string()));
-    if keys.len() < 21 || keys.iter().any(|(k, _)| tag(k).as_deref() != Some(namespace.as_str())) {
-        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-        return Err(CaseError::failed(format!("keys for namespace {namespace:?}: {names:?}; every key must carry the hash tag {{{namespace}}}")));
-    }
-    let without_ttl: Vec<&String> = keys.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
-    if without_ttl.len() > 1 {
-        return Err(CaseError::failed(format!("keys without expiry: {without_ttl:?}: records must expire after retention")));
-    }
-    Ok(())
+    // 21 records and the token counter (which never expires).
+    check_namespace_keys(&rt, server.url(), &namespace, 22, 1)
 }
 
 // ---------------------------------------------------------------------------------

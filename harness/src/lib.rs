@@ -24,3 +24,29 @@ pub mod top_k;
 pub mod ttl_lru;
 
 pub use suite::{Case, CaseError, CaseResult, Level};
+
+/// One implementation of every exercise: the learner's attempts or the references.
+pub struct Implementations {
+    pub ttl_lru: ttl_lru::Factory,
+    pub rate_limit: rate_limit::Factory,
+    pub rate_limit_redis: rate_limit::RedisFactory,
+    pub top_k: top_k::Factory,
+    pub idempotency: idempotency::Factory,
+    pub idempotency_redis: idempotency::RedisFactory,
+}
+
+/// Every graded case of every exercise, in report-card order.
+pub fn all_cases(implementations: Implementations) -> Vec<Case> {
+    let Implementations { ttl_lru, rate_limit, rate_limit_redis, top_k, idempotency, idempotency_redis } = implementations;
+    [
+        ttl_lru::suite(ttl_lru),
+        rate_limit::suite(rate_limit),
+        rate_limit::redis_suite(rate_limit_redis),
+        top_k::suite(top_k),
+        idempotency::suite(idempotency),
+        idempotency::redis_suite(idempotency_redis),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}

@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use crate::clock::{Clock, ManualClock, SharedClock, Timestamp};
 pub use crate::linearizability::Key;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
-use crate::redis_server::{CommandCounter, RedisServer};
+use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, CommandCounter, RedisServer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
 
@@ -227,8 +227,9 @@ pub fn factory<L: RateLimiter<Key> + 'static>() -> Factory {
 // The model
 // ---------------------------------------------------------------------------------
 
-/// Validates a request as the contract says.
-fn validate<K: Eq>(limits: &[(K, Quota)], cost: u32) -> Result<(), LimitError> {
+/// Validates a request as the contract says: no limits, a key twice, or a cost above a
+/// bucket's burst are errors. Given to learners, like the error types.
+pub fn validate<K: Eq>(limits: &[(K, Quota)], cost: u32) -> Result<(), LimitError> {
     if limits.is_empty() {
         return Err(LimitError::NoLimits);
     }
@@ -704,20 +705,6 @@ pub fn redis_factory<L: RedisRateLimiter + 'static>() -> RedisFactory {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CaseError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CaseError::failed(format!("cannot start a tokio runtime: {e}")))
-}
-
-/// A namespace no earlier replay used, so replays never see each other's buckets.
-fn fresh_namespace(label: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("katas-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
-}
-
 fn redis_config(namespace: String, when_unavailable: WhenUnavailable) -> RedisLimiterConfig {
     RedisLimiterConfig { namespace, timeout: Duration::from_millis(500), when_unavailable }
 }
@@ -872,13 +859,6 @@ fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
     Err(CaseError::failed("Redis was restarted, but checks still failed 5s later: the limiter must reconnect"))
 }
 
-/// A Redis Cluster hash tag, per the cluster spec: the first `{...}` with content.
-fn hash_tag(key: &str) -> Option<&str> {
-    let open = key.find('{')?;
-    let close = key[open + 1..].find('}')? + open + 1;
-    (close > open + 1).then(|| &key[open + 1..close])
-}
-
 /// One round trip per decision; every key hash-tagged alike and given a TTL.
 fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     let server = RedisServer::start()?;
@@ -902,29 +882,8 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
             "50 checks of 3 buckets sent {commands} commands to Redis: expected one round trip (one script call) per check"
         )));
     }
-    let client = redis::Client::open(server.url()).map_err(|e| CaseError::failed(format!("client: {e}")))?;
-    let inspected: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
-        let mut raw = client.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut raw).await?;
-        let mut ttls = Vec::new();
-        for key in keys {
-            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await?;
-            ttls.push((key, ttl));
-        }
-        Ok(ttls)
-    });
-    let keys = inspected.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))?;
-    let tags: Vec<Option<&str>> = keys.iter().map(|(k, _)| hash_tag(k)).collect();
-    if keys.len() < 3 || tags.iter().any(|t| *t != tags[0] || t.is_none()) {
-        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-        return Err(CaseError::failed(format!("keys written for namespace {namespace:?}: {names:?}; every key must carry the same hash tag {{{namespace}}}")));
-    }
-    // All but one key (the namespace's latest time) are buckets, and buckets expire.
-    let without_ttl: Vec<&String> = keys.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
-    if without_ttl.len() > 1 {
-        return Err(CaseError::failed(format!("keys without expiry: {without_ttl:?}: idle full buckets must expire (PX)")));
-    }
-    Ok(())
+    // Buckets, plus the namespace's latest time (the one key that never expires).
+    check_namespace_keys(&rt, server.url(), &namespace, 4, 1)
 }
 
 // ---------------------------------------------------------------------------------

@@ -124,6 +124,79 @@ impl Drop for RedisServer {
     }
 }
 
+/// A tokio runtime for a Redis case (the case itself is synchronous).
+pub fn runtime() -> Result<tokio::runtime::Runtime, CaseError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CaseError::failed(format!("cannot start a tokio runtime: {e}")))
+}
+
+/// A namespace nothing else used, so replays never see each other's keys.
+pub fn fresh_namespace(label: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("katas-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A Redis Cluster hash tag, per the cluster spec: the first `{...}` with content.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')? + open + 1;
+    (close > open + 1).then(|| &key[open + 1..close])
+}
+
+/// Checks what an implementation wrote under `namespace`: at least `min_keys` keys,
+/// every one tagged `{namespace}` (one Cluster slot), and at most
+/// `allowed_without_expiry` of them without a TTL.
+pub fn check_namespace_keys(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    namespace: &str,
+    min_keys: usize,
+    allowed_without_expiry: usize,
+) -> Result<(), CaseError> {
+    let inspected: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
+        let mut raw = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut raw).await?;
+        let mut ttls = Vec::new();
+        for key in keys {
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await?;
+            ttls.push((key, ttl));
+        }
+        Ok(ttls)
+    });
+    let keys = inspected.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))?;
+    if keys.len() < min_keys || keys.iter().any(|(k, _)| hash_tag(k) != Some(namespace)) {
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(CaseError::failed(format!(
+            "keys written for namespace {namespace:?}: {names:?}; expected at least {min_keys}, each with the hash tag {{{namespace}}}"
+        )));
+    }
+    let without_expiry: Vec<&String> = keys.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
+    if without_expiry.len() > allowed_without_expiry {
+        return Err(CaseError::failed(format!(
+            "keys without expiry: {without_expiry:?}: state must expire once it no longer matters (PX/PEXPIRE)"
+        )));
+    }
+    Ok(())
+}
+
+/// A reconnecting Redis client whose connecting and every command give up after
+/// `timeout`: the building block of a Redis level (used by the references; use it in
+/// your attempt too, or build your own).
+pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<redis::aio::ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1);
+    match tokio::time::timeout(timeout, redis::aio::ConnectionManager::new_with_config(client, config)).await {
+        Ok(connection) => connection.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no connection to {url} within {timeout:?}")),
+    }
+}
+
 /// A loopback proxy in front of a server that counts the commands clients send
 /// (RESP arrays), i.e. round trips as the client sees them. Commands a Lua script runs
 /// inside Redis are not counted, unlike Redis's own `total_commands_processed`.
@@ -234,6 +307,14 @@ mod tests {
         let stream = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\nv\r\nx\r\n";
         let (a, b) = stream.split_at(17);
         assert_eq!(counter.feed(a) + counter.feed(b), 2);
+    }
+
+    #[test]
+    fn hash_tags_follow_the_cluster_rule() {
+        assert_eq!(hash_tag("{ns}:b:user"), Some("ns"));
+        assert_eq!(hash_tag("a{ns}b{x}"), Some("ns"));
+        assert_eq!(hash_tag("{}:x"), None, "an empty tag does not count");
+        assert_eq!(hash_tag("plain"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use harness::idempotency::{
     Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError,
     StoreUnavailable,
 };
+use harness::redis_server::connect_with_timeout;
 use hashbrown::{DefaultHashBuilder, Equivalent, HashMap};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -243,17 +244,7 @@ impl RedisStore {
 
 impl RedisIdempotencyStore for RedisStore {
     async fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> Result<Self, StoreUnavailable> {
-        let unavailable = |e: redis::RedisError| StoreUnavailable(e.to_string());
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1);
-        let connect = redis::aio::ConnectionManager::new_with_config(client, manager_config);
-        let connection = match tokio::time::timeout(config.timeout, connect).await {
-            Ok(connection) => connection.map_err(unavailable)?,
-            Err(_) => return Err(StoreUnavailable(format!("no connection to {url} within {:?}", config.timeout))),
-        };
+        let connection = connect_with_timeout(url, config.timeout).await.map_err(StoreUnavailable)?;
         Ok(RedisStore {
             config,
             clock,

@@ -9,15 +9,16 @@ pub mod rate_limit;
 pub mod top_k;
 pub mod ttl_lru;
 
-use harness::Case;
+use harness::{Case, Implementations};
 
 /// Every graded case, run against the reference solutions.
 pub fn cases() -> Vec<Case> {
-    let mut cases = harness::ttl_lru::suite(harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>());
-    cases.extend(harness::rate_limit::suite(harness::rate_limit::factory::<rate_limit::Limiter<_>>()));
-    cases.extend(harness::rate_limit::redis_suite(harness::rate_limit::redis_factory::<rate_limit::RedisLimiter>()));
-    cases.extend(harness::top_k::suite(harness::top_k::factory::<top_k::TopK>()));
-    cases.extend(harness::idempotency::suite(harness::idempotency::factory::<idempotency::Store>()));
-    cases.extend(harness::idempotency::redis_suite(harness::idempotency::redis_factory::<idempotency::RedisStore>()));
-    cases
+    harness::all_cases(Implementations {
+        ttl_lru: harness::ttl_lru::factory::<ttl_lru::TtlLru<_, _>>(),
+        rate_limit: harness::rate_limit::factory::<rate_limit::Limiter<_>>(),
+        rate_limit_redis: harness::rate_limit::redis_factory::<rate_limit::RedisLimiter>(),
+        top_k: harness::top_k::factory::<top_k::TopK>(),
+        idempotency: harness::idempotency::factory::<idempotency::Store>(),
+        idempotency_redis: harness::idempotency::redis_factory::<idempotency::RedisStore>(),
+    })
 }

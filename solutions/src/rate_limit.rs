@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use harness::clock::SharedClock;
 use harness::rate_limit::{
-    Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable, FAIL_OPEN,
+    validate, Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable, FAIL_OPEN,
 };
+use harness::redis_server::connect_with_timeout;
 use hashbrown::{DefaultHashBuilder, HashMap};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -94,21 +95,6 @@ fn whole_tokens(now: u64, tat: u64, quota: Quota) -> u32 {
     let period = quota.period().as_nanos() as u64;
     let tolerance = period * u64::from(quota.burst());
     ((now + tolerance).saturating_sub(tat) / period) as u32
-}
-
-fn validate<K: Eq>(limits: &[(K, Quota)], cost: u32) -> Result<(), LimitError> {
-    if limits.is_empty() {
-        return Err(LimitError::NoLimits);
-    }
-    for (second, (key, _)) in limits.iter().enumerate() {
-        if let Some(first) = limits[..second].iter().position(|(k, _)| k == key) {
-            return Err(LimitError::DuplicateKey { first, second });
-        }
-    }
-    match limits.iter().position(|(_, q)| cost > q.burst()) {
-        Some(index) => Err(LimitError::CostExceedsBurst { index, cost, burst: limits[index].1.burst() }),
-        None => Ok(()),
-    }
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync> Limiter<K> {
@@ -262,17 +248,7 @@ fn parse_reply(reply: &[String], quotas: &[Quota]) -> Option<Decision> {
 
 impl RedisRateLimiter for RedisLimiter {
     async fn connect(url: &str, config: RedisLimiterConfig, clock: harness::clock::SharedClock) -> Result<Self, RedisLimitError> {
-        let unavailable = |e: redis::RedisError| RedisLimitError::Unavailable(e.to_string());
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1);
-        let connect = redis::aio::ConnectionManager::new_with_config(client, manager_config);
-        let connection = match tokio::time::timeout(config.timeout, connect).await {
-            Ok(connection) => connection.map_err(unavailable)?,
-            Err(_) => return Err(RedisLimitError::Unavailable(format!("no connection to {url} within {:?}", config.timeout))),
-        };
+        let connection = connect_with_timeout(url, config.timeout).await.map_err(RedisLimitError::Unavailable)?;
         Ok(RedisLimiter { config, clock, connection, script: redis::Script::new(GCRA_SCRIPT) })
     }
 
