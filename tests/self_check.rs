@@ -1,7 +1,8 @@
 //! The project's own check (`cargo test`): every suite passes on the reference
 //! solutions, rejects every bundled buggy variant with the case the variant names,
-//! and the isolated runner reports each way an attempt can misbehave (todo!, panic,
-//! infinite loop, deadlock, out of memory, exit, abort, stack overflow) for its case.
+//! reports all-`todo!()` stubs as "not implemented" in every case, and the isolated
+//! runner reports each way an attempt can misbehave (todo!, panic, infinite loop,
+//! deadlock, out of memory, exit, abort, stack overflow) for its case.
 //!
 //! Like the graders, this binary re-runs itself as a child per case.
 
@@ -179,6 +180,7 @@ const MISBEHAVIOUR_DEADLINE: Duration = Duration::from_secs(3);
 /// What each trial expects of its case.
 enum Expect {
     Pass,
+    NotImplemented,
     Rejection,
     Misbehaviour(fn(&Outcome) -> bool),
 }
@@ -203,6 +205,15 @@ fn cases() -> Vec<(Case, Expect)> {
             .unwrap_or_else(|| panic!("mutant {} names unknown case {}", mutant.name, mutant.rejected_by));
         cases.push((case.prefixed(&format!("mutant::{}::rejected_by", mutant.name)), Expect::Rejection));
     }
+    let stubs = harness::all_cases(harness::Implementations {
+        ttl_lru: factory::<mutants::stubs::Stub>(),
+        rate_limit: rate_limit::factory::<mutants::stubs::Stub>(),
+        rate_limit_redis: rate_limit::redis_factory::<mutants::stubs::Stub>(),
+        top_k: top_k::factory::<mutants::stubs::Stub>(),
+        idempotency: idempotency::factory::<mutants::stubs::Stub>(),
+        idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
+    });
+    cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     for misbehaviour in misbehaviours() {
         let mut case = suite(misbehaviour.make)
             .into_iter()
@@ -258,6 +269,10 @@ fn main() {
         .into_iter()
         .map(|(case, expect)| match expect {
             Expect::Pass => trial(case, must_pass),
+            Expect::NotImplemented => trial(case, |outcome| match outcome {
+                Outcome::NotImplemented { .. } => Ok(()),
+                other => Err(format!("an all-todo!() stub must be \"not implemented\", got {}: {}", other.label(), other.details())),
+            }),
             // A bug must be caught as a wrong answer with a counterexample, not by luck
             // (a timeout or crash would say nothing about the bug).
             Expect::Rejection => trial(case, |outcome| match outcome {

@@ -3,5 +3,6 @@
 
 pub mod idempotency;
 pub mod rate_limit;
+pub mod stubs;
 pub mod top_k;
 pub mod ttl_lru;

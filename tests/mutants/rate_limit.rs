@@ -81,7 +81,8 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawe
         if BUG == RACY_CHECK {
             // The bug: decides under one lock, pays under another.
             drop(state);
-            std::hint::black_box(limits.iter().all(|(k, _)| k == k));
+            // Comparing keys is a contention point in the graded suite: it widens the window.
+            std::hint::black_box(limits.first().map(|l| &l.0) == limits.last().map(|l| &l.0));
             state = self.state.lock().unwrap();
         }
         if allowed && cost > 0 && BUG != DENIED_CONSUMES {
