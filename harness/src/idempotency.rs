@@ -16,9 +16,9 @@ use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
-use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, CommandCounter, RedisServer};
+use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
+use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
 
 /// How long an executor holds a key, and how long records are kept.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -839,14 +839,7 @@ fn outage(make: RedisFactory) -> CaseResult {
     // The outage takes time; the restarted Redis has lost every record and counter.
     clock.advance(Duration::from_secs(1));
     server.restart()?;
-    let mut again = None;
-    for _ in 0..50 {
-        if let Ok(Ok(answer)) = bounded(store.begin("pay", "p-1", Fingerprint(1))) {
-            again = Some(answer);
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let again = within_reconnect_window(|| bounded(store.begin("pay", "p-1", Fingerprint(1))).ok()?.ok());
     let Some(Begin::Execute(new)) = again else {
         return Err(CaseError::failed(format!("after Redis restarted (data lost), a retry of p-1 got {again:?}, expected Execute")));
     };
@@ -904,8 +897,6 @@ pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 pub const L5: Level = Level { number: 5, name: "redis" };
 
-const QUICK: Duration = Duration::from_secs(30);
-const THREADED: Duration = Duration::from_secs(60);
 
 /// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {

@@ -18,9 +18,9 @@ use proptest::prelude::*;
 use crate::clock::{Clock, ManualClock, SharedClock, Timestamp};
 pub use crate::linearizability::Key;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
-use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, CommandCounter, RedisServer};
+use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
+use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
 
 /// A bucket's limit: at most `burst` tokens, refilled one per `period`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -848,15 +848,12 @@ fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
         }
     }
     server.restart()?;
-    for _ in 0..50 {
-        if let Ok(Ok(d)) = checked(&limiter) {
-            if d != FAIL_OPEN || when_unavailable == WhenUnavailable::FailClosed {
-                return Ok(());
-            }
-        }
-        thread::sleep(Duration::from_millis(100));
+    // Back means a real decision again (a fail-open limiter answers FAIL_OPEN while down).
+    let back = |d: &Decision| *d != FAIL_OPEN || when_unavailable == WhenUnavailable::FailClosed;
+    match within_reconnect_window(|| checked(&limiter).ok()?.ok().filter(back)) {
+        Some(_) => Ok(()),
+        None => Err(CaseError::failed("Redis was restarted, but checks still failed 5s later: the limiter must reconnect")),
     }
-    Err(CaseError::failed("Redis was restarted, but checks still failed 5s later: the limiter must reconnect"))
 }
 
 /// One round trip per decision; every key hash-tagged alike and given a TTL.
@@ -897,8 +894,6 @@ pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 pub const L5: Level = Level { number: 5, name: "redis" };
 
-const QUICK: Duration = Duration::from_secs(30);
-const THREADED: Duration = Duration::from_secs(60);
 
 /// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {

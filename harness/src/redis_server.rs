@@ -124,6 +124,18 @@ impl Drop for RedisServer {
     }
 }
 
+/// Calls `attempt` every 100ms for up to 5s until it gives `Some`: how long a client
+/// may take to reconnect after a restart.
+pub fn within_reconnect_window<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..50 {
+        if let Some(value) = attempt() {
+            return Some(value);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 /// A tokio runtime for a Redis case (the case itself is synchronous).
 pub fn runtime() -> Result<tokio::runtime::Runtime, CaseError> {
     tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,12 @@ impl fmt::Display for Level {
     }
 }
 
+/// Deadline of a single-threaded case: generous, since a debug build on a busy
+/// 2-core machine is slow; a case only meets it when it hangs.
+pub const QUICK_DEADLINE: Duration = Duration::from_secs(30);
+/// Deadline of a case that runs threads, Redis, or waits on purpose.
+pub const THREADED_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Why a case did not pass, as decided inside the (child) process that ran it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CaseError {

@@ -9,7 +9,7 @@ use std::fmt;
 use proptest::prelude::*;
 
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level};
+use crate::suite::{guarded, Case, CaseError, CaseResult, Level, QUICK_DEADLINE as QUICK};
 
 /// How a top-K tracker is set up: count events in the last `window` timestamp units
 /// and report the `k` most active users.
@@ -432,7 +432,6 @@ pub const L2: Level = Level { number: 2, name: "out_of_order" };
 pub const L3: Level = Level { number: 3, name: "malformed_input" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 
-const QUICK: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn suite(make: Factory) -> Vec<Case> {
     let case = |level, name, hint, run: fn(Factory) -> CaseResult| Case::new(EXERCISE, level, name, hint, QUICK, move || run(make));

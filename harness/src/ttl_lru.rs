@@ -17,7 +17,7 @@ use crate::clock::{ManualClock, SharedClock, Timestamp};
 pub use crate::linearizability::Key;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic};
+use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
 
 /// The contract. Implement it for your `TtlLru<K, V>` in `exercises/src/ttl_lru.rs`.
 ///
@@ -630,8 +630,6 @@ pub const L2: Level = Level { number: 2, name: "ttl" };
 pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "single_flight" };
 
-const QUICK: Duration = Duration::from_secs(30);
-const THREADED: Duration = Duration::from_secs(60);
 
 /// Every graded case of the exercise, in level order, for the implementation `make` builds.
 pub fn suite(make: Factory) -> Vec<Case> {
