@@ -16,7 +16,9 @@ use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
-use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer};
+use crate::redis_server::{
+    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT,
+};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
 
@@ -675,7 +677,7 @@ pub fn redis_factory<S: RedisIdempotencyStore + 'static>() -> RedisFactory {
 }
 
 fn redis_config(records: IdempotencyConfig) -> RedisStoreConfig {
-    RedisStoreConfig { namespace: fresh_namespace("idem"), timeout: Duration::from_millis(500), records }
+    RedisStoreConfig { namespace: fresh_namespace("idem"), timeout: CALL_TIMEOUT, records }
 }
 
 fn connect(rt: &tokio::runtime::Runtime, make: RedisFactory, url: &str, config: RedisStoreConfig, clock: &ManualClock) -> Result<Arc<dyn ErasedRedisStore>, CaseError> {
@@ -823,7 +825,8 @@ fn outage(make: RedisFactory) -> CaseResult {
     }
     let rt = runtime()?;
     let clock = ManualClock::starting_at(Timestamp::from_nanos(1_000_000_000_000));
-    let store = connect(&rt, make, server.url(), redis_config(config(30, 600)), &clock)?;
+    let config = RedisStoreConfig { timeout: OUTAGE_CALL_TIMEOUT, ..redis_config(config(30, 600)) };
+    let store = connect(&rt, make, server.url(), config, &clock)?;
     let bounded = |call: BoxFuture<'_, Result<Begin, StoreUnavailable>>| {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), call).await })
     };

@@ -18,7 +18,9 @@ use proptest::prelude::*;
 use crate::clock::{Clock, ManualClock, SharedClock, Timestamp};
 pub use crate::linearizability::Key;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
-use crate::redis_server::{check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer};
+use crate::redis_server::{
+    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT,
+};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
 
@@ -706,7 +708,7 @@ pub fn redis_factory<L: RedisRateLimiter + 'static>() -> RedisFactory {
 }
 
 fn redis_config(namespace: String, when_unavailable: WhenUnavailable) -> RedisLimiterConfig {
-    RedisLimiterConfig { namespace, timeout: Duration::from_millis(500), when_unavailable }
+    RedisLimiterConfig { namespace, timeout: CALL_TIMEOUT, when_unavailable }
 }
 
 fn apply_redis(rt: &tokio::runtime::Runtime, limiter: &dyn ErasedRedisLimiter, clock: &ManualClock, op: &Op) -> Output {
@@ -817,7 +819,7 @@ fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
     }
     let rt = runtime()?;
     let clock = ManualClock::starting_at(START);
-    let config = redis_config(fresh_namespace("outage"), when_unavailable);
+    let config = RedisLimiterConfig { timeout: OUTAGE_CALL_TIMEOUT, ..redis_config(fresh_namespace("outage"), when_unavailable) };
     let limiter = rt.block_on(make(server.url().to_string(), config, clock.shared())).map_err(|e| CaseError::failed(format!("connect: {e}")))?;
     let limits = vec![("user".to_string(), quota(4))];
     let checked = |limiter: &Arc<dyn ErasedRedisLimiter>| {

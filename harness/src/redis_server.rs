@@ -124,6 +124,12 @@ impl Drop for RedisServer {
     }
 }
 
+/// Per-call timeout given to implementations in cases that are not about outages:
+/// far above a loopback round trip, so a busy CI machine never fakes an outage.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Per-call timeout in outage cases, where the timeout is what is being tested.
+pub const OUTAGE_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Calls `attempt` every 100ms for up to 5s until it gives `Some`: how long a client
 /// may take to reconnect after a restart.
 pub fn within_reconnect_window<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
