@@ -245,10 +245,12 @@ impl CommandCounter {
                         let mut parser = RespCounter::default();
                         let mut buf = [0u8; 16 * 1024];
                         while let Ok(n) = client_r.read(&mut buf) {
+                            // Count before forwarding: once the server can answer, the
+                            // command is already counted, so a reader never sees it late.
+                            counted.fetch_add(parser.feed(&buf[..n]), Ordering::SeqCst);
                             if n == 0 || server_w.write_all(&buf[..n]).is_err() {
                                 break;
                             }
-                            counted.fetch_add(parser.feed(&buf[..n]), Ordering::SeqCst);
                         }
                         let _ = server_w.shutdown(Shutdown::Write);
                     });
