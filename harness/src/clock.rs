@@ -1,7 +1,8 @@
 //! Time, injected: every exercise reads time through [`Clock`], never from the OS directly.
 //!
 //! Tests drive a [`ManualClock`] so that verdicts never depend on how fast the machine
-//! is; production code and benchmarks use [`SystemClock`]. This is the only module in
+//! is; production code and benchmarks use [`SystemClock`], or the cheaper-to-read
+//! [`CoarseClock`] and [`TickingClock`] where millisecond resolution is enough. This is the only module in
 //! the workspace allowed to call `Instant::now()` (see ARCHITECTURE.md).
 
 use std::fmt;
@@ -143,6 +144,45 @@ impl Clock for CoarseClock {
     }
 }
 
+/// Time as of the last tick: a background thread stores [`SystemClock`]'s time into
+/// an atomic every `tick`, so reading it is one atomic load — the cheapest clock for
+/// code that reads time on every call (a cache), at `tick` resolution. Monotonic.
+/// The thread stops within a tick of the last handle being dropped.
+#[derive(Clone, Debug)]
+pub struct TickingClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl TickingClock {
+    /// Starts the ticking thread; the clock reads the current time at once.
+    pub fn start(tick: Duration) -> Self {
+        let nanos = Arc::new(AtomicU64::new(SystemClock.now().0));
+        let weak = Arc::downgrade(&nanos);
+        std::thread::Builder::new()
+            .name("ticking-clock".into())
+            .spawn(move || {
+                // Holds only a weak handle: the clock's last owner going away ends it.
+                while let Some(nanos) = weak.upgrade() {
+                    nanos.fetch_max(SystemClock.now().0, Ordering::Relaxed);
+                    drop(nanos);
+                    std::thread::sleep(tick);
+                }
+            })
+            .expect("spawning the ticking-clock thread");
+        TickingClock { nanos }
+    }
+
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
+    }
+}
+
+impl Clock for TickingClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.nanos.load(Ordering::Relaxed))
+    }
+}
+
 /// A clock that moves only when told to. Clones share the same time, so a test keeps
 /// one clone and hands another to the code under test.
 #[derive(Clone, Debug, Default)]
@@ -222,6 +262,23 @@ mod tests {
         let later = Timestamp::from_nanos(10);
         assert_eq!(Timestamp::ZERO.saturating_duration_since(later), Duration::ZERO);
         assert_eq!(later.saturating_duration_since(Timestamp::ZERO), Duration::from_nanos(10));
+    }
+
+    #[test]
+    fn ticking_clock_follows_system_time_at_tick_resolution() {
+        let clock = TickingClock::start(Duration::from_millis(1));
+        let first = clock.now();
+        assert!(SystemClock.now().saturating_duration_since(first) < Duration::from_secs(1));
+        // It moves on its own: wait (bounded) until a later tick is visible.
+        let mut later = clock.now();
+        for _ in 0..1000 {
+            if later > first {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            later = clock.now();
+        }
+        assert!(later > first, "the ticking thread never advanced the clock");
     }
 
     #[test]
