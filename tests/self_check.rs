@@ -227,9 +227,9 @@ fn cases() -> Vec<(Case, Expect)> {
 
 /// Runs a reference Redis case where no Redis can be found (no `redis-server` on the
 /// PATH, no `REDIS_URL`): locally it must be SKIPPED, under `CI=true` FAILED.
-fn without_redis_trials(all: &[(Case, Expect)]) -> Vec<Trial> {
+fn without_redis_trials(all: &[Case]) -> Vec<Trial> {
     let redis_case = || {
-        let (case, _) = all.iter().find(|(c, _)| c.needs_redis && c.id.starts_with("reference::")).expect("a reference Redis case");
+        let case = all.iter().find(|c| c.needs_redis && c.id.starts_with("reference::")).expect("a reference Redis case");
         case.id.clone()
     };
     let check = |ci: Option<&'static str>, expect: fn(&Outcome) -> bool, id: String| {
@@ -259,14 +259,14 @@ fn without_redis_trials(all: &[(Case, Expect)]) -> Vec<Trial> {
 }
 
 fn main() {
-    let all = cases();
-    let runnable: Vec<Case> = cases().into_iter().map(|(case, _)| case).collect();
+    let (runnable, expects): (Vec<Case>, Vec<Expect>) = cases().into_iter().unzip();
     serve_child_if_requested(&runnable);
     harness::libtest::warn_if_redis_skipped(&runnable);
 
-    let no_redis = without_redis_trials(&all);
-    let trials: Vec<Trial> = all
+    let no_redis = without_redis_trials(&runnable);
+    let trials: Vec<Trial> = runnable
         .into_iter()
+        .zip(expects)
         .map(|(case, expect)| match expect {
             Expect::Pass => trial(case, must_pass),
             Expect::NotImplemented => trial(case, |outcome| match outcome {

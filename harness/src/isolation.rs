@@ -158,16 +158,12 @@ impl Outcome {
 
 /// Runs `case` in a child process (this same binary) and waits at most its deadline.
 pub fn run_isolated(case: &Case) -> Outcome {
-    run_isolated_with(case, DEFAULT_MEMORY_LIMIT)
+    run_isolated_in(case, DEFAULT_MEMORY_LIMIT, &[])
 }
 
-/// [`run_isolated`] with an explicit memory limit.
-pub fn run_isolated_with(case: &Case, memory_limit: u64) -> Outcome {
-    run_isolated_in(case, memory_limit, &[])
-}
-
-/// [`run_isolated_with`] where the child's environment differs: `(name, Some(value))`
-/// sets a variable, `(name, None)` removes it (e.g. to test behaviour without Redis).
+/// [`run_isolated`] with an explicit memory limit, and where the child's environment
+/// differs: `(name, Some(value))` sets a variable, `(name, None)` removes it (e.g. to
+/// test behaviour without Redis).
 pub fn run_isolated_in(case: &Case, memory_limit: u64, env_changes: &[(&str, Option<&str>)]) -> Outcome {
     let exe = match env::current_exe() {
         Ok(exe) => exe,
