@@ -415,15 +415,18 @@ fn apply(limiter: &dyn ErasedLimiter, clock: &ManualClock, op: &Op) -> Output {
             let limits: Vec<(Key, Quota)> = limits.iter().map(|&(k, q)| (Key(k.into()), quota(q))).collect();
             Output::Decided(limiter.check(&limits, *cost))
         }
-        Op::Advance(d) => {
-            clock.advance(*d);
-            Output::Nothing
-        }
-        Op::Rewind(d) => {
-            clock.set(clock.now() - *d);
-            Output::Nothing
-        }
+        Op::Advance(_) | Op::Rewind(_) => apply_clock(clock, op),
     }
+}
+
+/// Moves the test's clock (shared by the in-memory and Redis drivers).
+fn apply_clock(clock: &ManualClock, op: &Op) -> Output {
+    match op {
+        Op::Advance(d) => clock.advance(*d),
+        Op::Rewind(d) => clock.set(clock.now() - *d),
+        Op::Check { .. } => unreachable!("only clock ops"),
+    }
+    Output::Nothing
 }
 
 fn build(make: Factory, clock: &ManualClock) -> Result<Arc<dyn ErasedLimiter>, CaseError> {
@@ -723,15 +726,6 @@ fn apply_redis(rt: &tokio::runtime::Runtime, limiter: &dyn ErasedRedisLimiter, c
         }
         Op::Advance(_) | Op::Rewind(_) => apply_clock(clock, op),
     }
-}
-
-fn apply_clock(clock: &ManualClock, op: &Op) -> Output {
-    match op {
-        Op::Advance(d) => clock.advance(*d),
-        Op::Rewind(d) => clock.set(clock.now() - *d),
-        Op::Check { .. } => unreachable!("only clock ops"),
-    }
-    Output::Nothing
 }
 
 fn redis_sequences(make: RedisFactory) -> CaseResult {
