@@ -2,13 +2,16 @@
 //!
 //! One `parking_lot::Mutex` guards the whole state: exact LRU order is a single global
 //! order, so sharding would have to give it up. Inside the lock:
-//! * a slab of entries linked into a recency list (most recent at `head`; the links in
-//!   their own array), indexed by a `HashMap` from key to slot: O(1) get, insert,
-//!   move-to-front, evict;
-//! * a min-heap of (expiry, slot): expired entries are dropped, oldest first, before a
-//!   live entry is ever evicted, and before `len` counts. Entries are pushed, never
-//!   updated in place: one whose entry has gone or changed expiry is skipped when it
-//!   surfaces, and the heap is rebuilt when stale entries outnumber live ones three to one;
+//! * a dense array of nodes (key, value, expiry, the key's hash, recency links), linked
+//!   into a recency list (most recent at `head`), and a hash table of node indices:
+//!   O(1) get, insert, move-to-front, evict. Each node keeps its key's hash, so finding
+//!   a node's table entry again (to evict or move it) compares indices, never rehashes;
+//!   keys are hashed once per call, before the lock is taken;
+//! * a min-heap of (expiry, node index): expired entries are dropped, oldest first,
+//!   before a live entry is ever evicted, and before `len` counts. Heap entries are
+//!   pushed, never updated in place: one whose node has gone or changed expiry is
+//!   skipped when it surfaces, and the heap is rebuilt when stale entries outnumber
+//!   live ones four to one;
 //! * the keys being loaded, each with a [`Flight`] that callers can wait on.
 //!
 //! Loads run with the lock released. Callers that would change a loading key wait for
@@ -17,133 +20,175 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
 use harness::clock::{SharedClock, Timestamp};
 use harness::ttl_lru::TtlLruCache;
 // hashbrown's default hasher (foldhash): much faster than SipHash on small keys.
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-const NIL: usize = usize::MAX;
+/// "No node": the end of the recency list.
+const NIL: Slot = Slot::MAX;
 
-struct Entry<K, V> {
+/// A node's index. 32 bits keep nodes small (more of them per cache line); the cache
+/// stores at most [`MAX_NODES`] entries, whatever its capacity.
+type Slot = u32;
+const MAX_NODES: usize = Slot::MAX as usize;
+
+struct Node<K, V> {
     key: K,
     value: V,
     expires: Timestamp,
+    /// The hash of `key`, to find this node's table entry without hashing again.
+    hash: u64,
+    /// Recency neighbours: `prev` was used more recently.
+    prev: Slot,
+    next: Slot,
 }
 
-/// A slot's place in the recency list. Kept apart from the entries so that a move to
-/// the front touches only this small array.
-#[derive(Clone, Copy)]
-struct Link {
-    prev: usize,
-    next: usize,
+/// The nodes, addressed by [`Slot`].
+struct Nodes<K, V>(Vec<Node<K, V>>);
+
+impl<K, V> std::ops::Index<Slot> for Nodes<K, V> {
+    type Output = Node<K, V>;
+
+    #[inline]
+    fn index(&self, slot: Slot) -> &Node<K, V> {
+        &self.0[slot as usize]
+    }
+}
+
+impl<K, V> std::ops::IndexMut<Slot> for Nodes<K, V> {
+    #[inline]
+    fn index_mut(&mut self, slot: Slot) -> &mut Node<K, V> {
+        &mut self.0[slot as usize]
+    }
 }
 
 /// The recency list, index and expiry order. Knows nothing of locks or loads.
 struct Entries<K, V> {
-    index: HashMap<K, usize>,
-    /// `None` for a free slot (listed in `free`).
-    slots: Vec<Option<Entry<K, V>>>,
-    links: Vec<Link>,
-    free: Vec<usize>,
+    /// Indices into `nodes`, hashed by their node's key.
+    index: HashTable<Slot>,
+    /// Every stored entry, live or expired. Dense: a removal moves the last node into
+    /// the gap, so there are no free slots to skip or track.
+    nodes: Nodes<K, V>,
     /// Most recently used.
-    head: usize,
+    head: Slot,
     /// Least recently used: the next to evict.
-    tail: usize,
+    tail: Slot,
     /// Earliest expiry on top; may hold stale entries (see the module doc).
     by_expiry: BinaryHeap<Reverse<ExpiryKey>>,
 }
 
-/// (expiry, slot) packed into one integer that orders by expiry first: one comparison
-/// per heap step instead of a tuple's two.
+/// (expiry, node index) packed into one integer that orders by expiry first: one
+/// comparison per heap step instead of a tuple's two.
 type ExpiryKey = u128;
 
-fn expiry_key(expires: Timestamp, slot: usize) -> ExpiryKey {
+fn expiry_key(expires: Timestamp, slot: Slot) -> ExpiryKey {
     (u128::from(expires.as_nanos()) << 64) | slot as u128
 }
 
-fn unpack_expiry_key(key: ExpiryKey) -> (Timestamp, usize) {
-    (Timestamp::from_nanos((key >> 64) as u64), key as u64 as usize)
+fn unpack_expiry_key(key: ExpiryKey) -> (Timestamp, Slot) {
+    (Timestamp::from_nanos((key >> 64) as u64), key as Slot)
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Entries<K, V> {
+impl<K: Eq, V> Entries<K, V> {
     fn new() -> Self {
-        Entries {
-            index: HashMap::new(),
-            slots: Vec::new(),
-            links: Vec::new(),
-            free: Vec::new(),
-            head: NIL,
-            tail: NIL,
-            by_expiry: BinaryHeap::new(),
+        Entries { index: HashTable::new(), nodes: Nodes(Vec::new()), head: NIL, tail: NIL, by_expiry: BinaryHeap::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.nodes.0.len()
+    }
+
+    /// The node holding `key`, live or expired.
+    #[inline]
+    fn find(&self, hash: u64, key: &K) -> Option<Slot> {
+        self.index.find(hash, |&slot| self.nodes[slot].key == *key).copied()
+    }
+
+    /// The node holding `key` if it is live at `now`.
+    #[inline]
+    fn live_slot(&self, hash: u64, key: &K, now: Timestamp) -> Option<Slot> {
+        self.find(hash, key).filter(|&slot| self.nodes[slot].expires > now)
+    }
+
+    /// Points `slot`'s table entry at `to` instead (`None`: removes the entry).
+    fn reindex(&mut self, slot: Slot, to: Option<Slot>) {
+        let hash = self.nodes[slot].hash;
+        let entry = self.index.find_entry(hash, |&i| i == slot).expect("every node is indexed");
+        match to {
+            Some(to) => *entry.into_mut() = to,
+            None => {
+                entry.remove();
+            }
         }
     }
 
     #[inline]
-    fn entry(&self, slot: usize) -> &Entry<K, V> {
-        self.slots[slot].as_ref().expect("indexed slots are occupied")
-    }
-
-    #[inline]
-    fn entry_mut(&mut self, slot: usize) -> &mut Entry<K, V> {
-        self.slots[slot].as_mut().expect("indexed slots are occupied")
-    }
-
-    #[inline]
-    fn unlink(&mut self, slot: usize) {
-        let Link { prev, next } = self.links[slot];
+    fn unlink(&mut self, slot: Slot) {
+        let Node { prev, next, .. } = self.nodes[slot];
         match prev {
             NIL => self.head = next,
-            p => self.links[p].next = next,
+            p => self.nodes[p].next = next,
         }
         match next {
             NIL => self.tail = prev,
-            n => self.links[n].prev = prev,
+            n => self.nodes[n].prev = prev,
         }
     }
 
     #[inline]
-    fn link_front(&mut self, slot: usize) {
-        self.links[slot] = Link { prev: NIL, next: self.head };
-        match self.head {
+    fn link_front(&mut self, slot: Slot) {
+        let head = self.head;
+        let node = &mut self.nodes[slot];
+        node.prev = NIL;
+        node.next = head;
+        match head {
             NIL => self.tail = slot,
-            h => self.links[h].prev = slot,
+            h => self.nodes[h].prev = slot,
         }
         self.head = slot;
     }
 
     #[inline]
-    fn touch(&mut self, slot: usize) {
+    fn touch(&mut self, slot: Slot) {
         if self.head != slot {
             self.unlink(slot);
             self.link_front(slot);
         }
     }
 
-    /// The slot of `key` if it is live at `now`.
-    #[inline]
-    fn live_slot(&self, key: &K, now: Timestamp) -> Option<usize> {
-        let &slot = self.index.get(key)?;
-        (self.entry(slot).expires > now).then_some(slot)
-    }
-
-    fn remove_slot(&mut self, slot: usize) -> Entry<K, V> {
+    /// Removes the node at `slot` and returns it. The last node moves into the gap:
+    /// its neighbours, table entry and expiry are pointed at `slot`.
+    fn remove_slot(&mut self, slot: Slot) -> Node<K, V> {
         self.unlink(slot);
-        let entry = self.slots[slot].take().expect("indexed slots are occupied");
-        self.index.remove(&entry.key);
-        self.free.push(slot);
-        entry
+        self.reindex(slot, None);
+        let last = (self.nodes.0.len() - 1) as Slot;
+        if slot != last {
+            self.reindex(last, Some(slot));
+            let Node { prev, next, expires, .. } = self.nodes[last];
+            match prev {
+                NIL => self.head = slot,
+                p => self.nodes[p].next = slot,
+            }
+            match next {
+                NIL => self.tail = slot,
+                n => self.nodes[n].prev = slot,
+            }
+            // Its old heap entry now names a slot it left: stale.
+            self.schedule_expiry(slot, expires);
+        }
+        self.nodes.0.swap_remove(slot as usize)
     }
 
     /// Removes `key`; its value if it was live.
-    fn remove(&mut self, key: &K, now: Timestamp) -> Option<V> {
-        let &slot = self.index.get(key)?;
-        let entry = self.remove_slot(slot);
-        (entry.expires > now).then_some(entry.value)
+    fn remove(&mut self, hash: u64, key: &K, now: Timestamp) -> Option<V> {
+        let node = self.remove_slot(self.find(hash, key)?);
+        (node.expires > now).then_some(node.value)
     }
 
     fn drop_expired(&mut self, now: Timestamp) {
@@ -153,77 +198,72 @@ impl<K: Hash + Eq + Clone, V: Clone> Entries<K, V> {
                 break;
             }
             self.by_expiry.pop();
-            // Stale if the slot is free or now holds an entry expiring at another time.
-            if self.slots[slot].as_ref().is_some_and(|entry| entry.expires == expires) {
+            // A stale heap entry names a slot that is gone or holds a node expiring at
+            // another time. (A node there expiring at the same time is expired too, so
+            // dropping it is right whichever entry named it.)
+            if self.nodes.0.get(slot as usize).is_some_and(|node| node.expires == expires) {
                 self.remove_slot(slot);
             }
         }
     }
 
-    fn schedule_expiry(&mut self, slot: usize, expires: Timestamp) {
-        if self.by_expiry.len() > 4 * self.index.len() + 64 {
-            // Mostly stale: rebuild from the live entries (amortised O(1) per push),
-            // reusing the heap's allocation.
+    fn schedule_expiry(&mut self, slot: Slot, expires: Timestamp) {
+        if self.by_expiry.len() > 4 * self.len() + 64 {
+            // Mostly stale: rebuild from the nodes (amortised O(1) per push), reusing
+            // the heap's allocation.
             let mut heap = std::mem::take(&mut self.by_expiry).into_vec();
             heap.clear();
-            let live = self.slots.iter().enumerate();
-            heap.extend(live.filter_map(|(slot, entry)| entry.as_ref().map(|e| Reverse(expiry_key(e.expires, slot)))));
+            heap.extend(self.nodes.0.iter().zip(0..).map(|(node, slot)| Reverse(expiry_key(node.expires, slot))));
             self.by_expiry = BinaryHeap::from(heap);
         }
         self.by_expiry.push(Reverse(expiry_key(expires, slot)));
     }
 
-    fn set_expiry(&mut self, slot: usize, expires: Timestamp) {
-        if std::mem::replace(&mut self.entry_mut(slot).expires, expires) != expires {
+    /// Gives the node at `slot` a new expiry, unless it already has that one.
+    fn set_expiry(&mut self, slot: Slot, expires: Timestamp) {
+        if std::mem::replace(&mut self.nodes[slot].expires, expires) != expires {
             self.schedule_expiry(slot, expires);
         }
     }
 
-    fn push_new(&mut self, key: K, value: V, expires: Timestamp) {
-        let entry = Entry { key: key.clone(), value, expires };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(entry);
-                slot
-            }
-            None => {
-                self.slots.push(Some(entry));
-                self.links.push(Link { prev: NIL, next: NIL });
-                self.slots.len() - 1
-            }
-        };
-        self.index.insert(key, slot);
-        self.schedule_expiry(slot, expires);
-        self.link_front(slot);
-    }
-
-    /// `insert` of the contract, at time `now`.
-    fn insert(&mut self, key: K, value: V, ttl: Duration, now: Timestamp, capacity: usize) -> Option<V> {
+    /// `insert` of the contract, at time `now`, for a key whose hash is `hash`.
+    fn insert(&mut self, hash: u64, key: K, value: V, ttl: Duration, now: Timestamp, capacity: usize) -> Option<V> {
+        let capacity = capacity.min(MAX_NODES);
         let expires = now + ttl;
         if expires <= now || capacity == 0 {
             // ttl 0 (or nowhere to store): the insert is a remove.
-            return self.remove(&key, now);
+            return self.remove(hash, &key, now);
         }
-        match self.index.get(&key) {
-            Some(&slot) if self.entry(slot).expires > now => {
-                self.set_expiry(slot, expires);
-                self.touch(slot);
-                return Some(std::mem::replace(&mut self.entry_mut(slot).value, value));
-            }
-            // Expired: its slot is reused below like any free one.
-            Some(&stale) => {
-                self.remove_slot(stale);
-            }
-            None => {}
+        if let Some(slot) = self.find(hash, &key) {
+            // Live or expired, the key keeps its node: an insert never evicts to make
+            // room for a key already stored.
+            let was_live = self.nodes[slot].expires > now;
+            self.set_expiry(slot, expires);
+            self.touch(slot);
+            let old = std::mem::replace(&mut self.nodes[slot].value, value);
+            return was_live.then_some(old);
         }
-        if self.index.len() >= capacity {
-            // Expired entries give up their slots before any live entry is evicted.
+        if self.len() >= capacity {
+            // Expired entries give up their nodes before any live entry is evicted.
             self.drop_expired(now);
-            if self.index.len() >= capacity {
-                self.remove_slot(self.tail);
-            }
         }
-        self.push_new(key, value, expires);
+        if self.len() >= capacity {
+            // Evict the least recently used live entry by reusing its node in place.
+            let slot = self.tail;
+            self.reindex(slot, None);
+            let node = &mut self.nodes[slot];
+            (node.key, node.value, node.hash) = (key, value, hash);
+            self.set_expiry(slot, expires);
+            self.touch(slot);
+        } else {
+            let slot = self.len() as Slot;
+            self.nodes.0.push(Node { key, value, expires, hash, prev: NIL, next: NIL });
+            self.schedule_expiry(slot, expires);
+            self.link_front(slot);
+        }
+        let slot = self.head;
+        let nodes = &self.nodes;
+        self.index.insert_unique(hash, slot, |&i| nodes[i].hash);
         None
     }
 }
@@ -260,7 +300,15 @@ struct State<K, V> {
 pub struct TtlLru<K, V> {
     capacity: usize,
     clock: SharedClock,
+    /// Hashes keys for `entries`' table; used before the lock is taken.
+    hasher: DefaultHashBuilder,
     state: Mutex<State<K, V>>,
+}
+
+impl<K: Hash, V> TtlLru<K, V> {
+    fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
 }
 
 impl<K, V> TtlLru<K, V>
@@ -270,22 +318,27 @@ where
 {
     /// Locks the state once no load of `key` is running, so that a change to `key`
     /// takes effect after the load, never in the middle of it.
+    #[inline]
     fn lock_unless_loading(&self, key: &K) -> MutexGuard<'_, State<K, V>> {
-        loop {
-            let state = self.state.lock();
-            if state.loading.is_empty() {
-                // The common case: no load anywhere, no need to hash the key.
-                return state;
-            }
-            match state.loading.get(key) {
-                None => return state,
-                Some(flight) => {
-                    let flight = Arc::clone(flight);
-                    drop(state);
-                    flight.wait();
-                }
-            }
+        let state = self.state.lock();
+        if state.loading.is_empty() {
+            // The common case: no load anywhere, no need to look the key up.
+            return state;
         }
+        self.lock_after_load(key, state)
+    }
+
+    /// [`Self::lock_unless_loading`] while some key is loading: waits out the load of
+    /// `key`, if there is one, and locks again (another may have started meanwhile).
+    #[cold]
+    fn lock_after_load<'a>(&'a self, key: &K, mut state: MutexGuard<'a, State<K, V>>) -> MutexGuard<'a, State<K, V>> {
+        while let Some(flight) = state.loading.get(key) {
+            let flight = Arc::clone(flight);
+            drop(state);
+            flight.wait();
+            state = self.state.lock();
+        }
+        state
     }
 }
 
@@ -307,7 +360,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Drop for Landing<'_, K, V> {
             let mut state = cache.state.lock();
             if let Some(value) = self.loaded.take() {
                 let now = cache.clock.now();
-                state.entries.insert(self.key.clone(), value, self.ttl, now, cache.capacity);
+                let hash = cache.hash(&self.key);
+                state.entries.insert(hash, self.key.clone(), value, self.ttl, now, cache.capacity);
             }
             state.loading.remove(&self.key);
         }
@@ -321,43 +375,50 @@ where
     V: Clone + Send + Sync,
 {
     fn new(capacity: usize, clock: SharedClock) -> Self {
-        TtlLru { capacity, clock, state: Mutex::new(State { entries: Entries::new(), loading: HashMap::new() }) }
+        let state = Mutex::new(State { entries: Entries::new(), loading: HashMap::new() });
+        TtlLru { capacity, clock, hasher: DefaultHashBuilder::default(), state }
     }
 
+    #[inline]
     fn insert(&self, key: K, value: V, ttl: Duration) -> Option<V> {
+        let hash = self.hash(&key);
         let mut state = self.lock_unless_loading(&key);
         let now = self.clock.now();
-        state.entries.insert(key, value, ttl, now, self.capacity)
+        state.entries.insert(hash, key, value, ttl, now, self.capacity)
     }
 
+    #[inline]
     fn get(&self, key: &K) -> Option<V> {
+        let hash = self.hash(key);
         let mut state = self.state.lock();
         let now = self.clock.now();
-        let slot = state.entries.live_slot(key, now)?;
+        let slot = state.entries.live_slot(hash, key, now)?;
         state.entries.touch(slot);
-        Some(state.entries.entry(slot).value.clone())
+        Some(state.entries.nodes[slot].value.clone())
     }
 
     fn remove(&self, key: &K) -> Option<V> {
+        let hash = self.hash(key);
         let mut state = self.lock_unless_loading(key);
         let now = self.clock.now();
-        state.entries.remove(key, now)
+        state.entries.remove(hash, key, now)
     }
 
     fn len(&self) -> usize {
         let mut state = self.state.lock();
         let now = self.clock.now();
         state.entries.drop_expired(now);
-        state.entries.index.len()
+        state.entries.len()
     }
 
     fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, ttl: Duration, load: F) -> V {
+        let hash = self.hash(&key);
         let flight = {
             let mut state = self.lock_unless_loading(&key);
             let now = self.clock.now();
-            if let Some(slot) = state.entries.live_slot(&key, now) {
+            if let Some(slot) = state.entries.live_slot(hash, &key, now) {
                 state.entries.touch(slot);
-                return state.entries.entry(slot).value.clone();
+                return state.entries.nodes[slot].value.clone();
             }
             let flight = Arc::new(Flight::default());
             state.loading.insert(key.clone(), Arc::clone(&flight));
@@ -391,7 +452,36 @@ mod tests {
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get_or_insert_with("b".into(), Duration::from_secs(5), || unreachable!()), vec![2]);
         let state = cache.state.lock();
-        assert_eq!(state.entries.slots.len(), 2, "expired slot was reused, not grown");
+        assert_eq!(state.entries.len(), 2, "the expired node was reused, not grown");
+    }
+
+    /// A removal moves the last node into the gap; the recency order, the index and
+    /// the expiry order must all follow it.
+    #[test]
+    fn removal_keeps_order_through_the_moved_node() {
+        let clock = ManualClock::new();
+        let cache: TtlLru<String, String> = TtlLru::new(3, clock.shared());
+        let ttl = |secs| Duration::from_secs(secs);
+        for (key, secs) in [("a", 10), ("b", 10), ("c", 5)] {
+            cache.insert(key.into(), key.to_uppercase(), ttl(secs));
+        }
+        // "c", the last node, moves into "a"'s place. Recency: b, c.
+        assert_eq!(cache.remove(&"a".to_string()), Some("A".into()));
+        assert_eq!(cache.get(&"b".to_string()), Some("B".into()));
+        cache.insert("d".into(), "D".into(), ttl(10));
+        // Full (d, b, c): "e" evicts the least recently used, "c".
+        cache.insert("e".into(), "E".into(), ttl(10));
+        assert_eq!(cache.get(&"c".to_string()), None);
+        assert_eq!(cache.len(), 3);
+        // The moved node's expiry is found in its new place.
+        let cache: TtlLru<String, String> = TtlLru::new(3, clock.shared());
+        for (key, secs) in [("a", 10), ("b", 10), ("c", 5)] {
+            cache.insert(key.into(), key.to_uppercase(), ttl(secs));
+        }
+        cache.remove(&"a".to_string());
+        clock.advance(ttl(5));
+        assert_eq!(cache.len(), 1, "c expired in its new place");
+        assert_eq!(cache.get(&"b".to_string()), Some("B".into()));
     }
 
     /// Many TTL resets leave stale heap entries; the heap must stay proportional to
