@@ -55,7 +55,13 @@ fn serve<S: IdempotencyStore>(store: &S, keys: &[u64], scope: &str) -> usize {
 
 fn attempt_is_ready() -> bool {
     let probe = || exercises::idempotency::Store::new(config(), SystemClock::shared()).begin("s", "k", Fingerprint(1));
-    let executes = |got: &Begin| if matches!(got, Begin::Execute(_)) { Ok(()) } else { Err(format!("begin on a new key gave {got:?}")) };
+    let executes = |got: &Begin| {
+        if matches!(got, Begin::Execute(_)) {
+            Ok(())
+        } else {
+            Err(format!("begin on a new key gave {got:?}"))
+        }
+    };
     common::attempt_probe("idempotency", probe, executes).is_some()
 }
 

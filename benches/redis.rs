@@ -23,7 +23,11 @@ use tokio::runtime::Runtime;
 const CALLS: u64 = 200;
 
 fn limiter_config(namespace: &str) -> RedisLimiterConfig {
-    RedisLimiterConfig { namespace: namespace.into(), timeout: Duration::from_secs(1), when_unavailable: WhenUnavailable::FailClosed }
+    RedisLimiterConfig {
+        namespace: namespace.into(),
+        timeout: Duration::from_secs(1),
+        when_unavailable: WhenUnavailable::FailClosed,
+    }
 }
 
 fn store_config(namespace: &str) -> RedisStoreConfig {
@@ -35,7 +39,6 @@ fn limits() -> [(&'static str, Quota); 3] {
     let q = Quota::new(1_000_000, Duration::from_micros(1)).expect("valid quota");
     [("user-1", q), ("endpoint-/pay", q), ("tenant-9", q)]
 }
-
 
 async fn limiter_calls<L: RedisRateLimiter>(limiter: &L) -> usize {
     let limits = limits();
@@ -51,7 +54,12 @@ async fn store_calls<S: RedisIdempotencyStore>(store: &S, round: u64) -> usize {
     for i in 0..CALLS {
         let key = format!("{round}-{i}");
         if let Ok(Begin::Execute(lease)) = store.begin("bench", &key, Fingerprint(1)).await {
-            done += usize::from(store.complete("bench", &key, lease.token, Response { status: 200, body: b"ok".to_vec() }).await.is_ok());
+            done += usize::from(
+                store
+                    .complete("bench", &key, lease.token, Response { status: 200, body: b"ok".to_vec() })
+                    .await
+                    .is_ok(),
+            );
         }
     }
     done
@@ -75,12 +83,21 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("redis/rate_limit");
     group.throughput(Throughput::Elements(CALLS));
     let clock = SystemClock::shared;
-    let connect = || rt.block_on(exercises::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-a"), clock()));
-    if let Some(Ok(limiter)) = common::attempt_probe("redis/rate_limit", connect, |c| c.as_ref().map(|_| ()).map_err(|e| e.to_string())) {
-        group.bench_function(BenchmarkId::from_parameter("attempt"), |b| b.iter(|| black_box(rt.block_on(limiter_calls(&limiter)))));
+    let connect =
+        || rt.block_on(exercises::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-a"), clock()));
+    if let Some(Ok(limiter)) =
+        common::attempt_probe("redis/rate_limit", connect, |c| c.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+    {
+        group.bench_function(BenchmarkId::from_parameter("attempt"), |b| {
+            b.iter(|| black_box(rt.block_on(limiter_calls(&limiter))))
+        });
     }
-    let reference = rt.block_on(solutions::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-r"), clock())).expect("connect");
-    group.bench_function(BenchmarkId::from_parameter("reference"), |b| b.iter(|| black_box(rt.block_on(limiter_calls(&reference)))));
+    let reference = rt
+        .block_on(solutions::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-r"), clock()))
+        .expect("connect");
+    group.bench_function(BenchmarkId::from_parameter("reference"), |b| {
+        b.iter(|| black_box(rt.block_on(limiter_calls(&reference))))
+    });
     let trivial = redis::Script::new("return 1");
     group.bench_function(BenchmarkId::from_parameter("raw_evalsha"), |b| {
         b.iter(|| {
@@ -98,7 +115,9 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(CALLS));
     let mut round = 0;
     let connect = || rt.block_on(exercises::idempotency::RedisStore::connect(&url, store_config("bench-a"), clock()));
-    if let Some(Ok(store)) = common::attempt_probe("redis/idempotency", connect, |c| c.as_ref().map(|_| ()).map_err(|e| e.to_string())) {
+    if let Some(Ok(store)) =
+        common::attempt_probe("redis/idempotency", connect, |c| c.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+    {
         group.bench_function(BenchmarkId::from_parameter("attempt"), |b| {
             b.iter(|| {
                 round += 1;
@@ -106,7 +125,9 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let reference = rt.block_on(solutions::idempotency::RedisStore::connect(&url, store_config("bench-r"), clock())).expect("connect");
+    let reference = rt
+        .block_on(solutions::idempotency::RedisStore::connect(&url, store_config("bench-r"), clock()))
+        .expect("connect");
     group.bench_function(BenchmarkId::from_parameter("reference"), |b| {
         b.iter(|| {
             round += 1;
@@ -121,8 +142,15 @@ fn bench(c: &mut Criterion) {
                 for i in 0..CALLS {
                     let key = format!("{{bench}}:nx:{round}:{i}");
                     for _ in 0..2 {
-                        let _: Option<String> =
-                            redis::cmd("SET").arg(&key).arg(1).arg("NX").arg("PX").arg(60_000).query_async(&mut con).await.expect("set nx");
+                        let _: Option<String> = redis::cmd("SET")
+                            .arg(&key)
+                            .arg(1)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(60_000)
+                            .query_async(&mut con)
+                            .await
+                            .expect("set nx");
                     }
                 }
             })

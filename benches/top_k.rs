@@ -22,7 +22,11 @@ fn log_lines() -> Vec<String> {
     (0..LINES)
         .map(|i| {
             let ts = (i as u64 / 10 + 20).saturating_add_signed(rng.random_range(-20..=20));
-            let user = if rng.random_bool(0.9) { rng.random_range(0..USERS / 10) } else { rng.random_range(USERS / 10..USERS) };
+            let user = if rng.random_bool(0.9) {
+                rng.random_range(0..USERS / 10)
+            } else {
+                rng.random_range(USERS / 10..USERS)
+            };
             format!("{ts} user{user} view")
         })
         .collect()
@@ -58,9 +62,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("top_k/ingest_20k_lines");
     group.throughput(Throughput::Elements(LINES as u64));
     if attempt_is_ready() {
-        group.bench_function(BenchmarkId::from_parameter("attempt"), |b| b.iter(|| black_box(run::<exercises::top_k::TopK>(&lines))));
+        group.bench_function(BenchmarkId::from_parameter("attempt"), |b| {
+            b.iter(|| black_box(run::<exercises::top_k::TopK>(&lines)))
+        });
     }
-    group.bench_function(BenchmarkId::from_parameter("reference"), |b| b.iter(|| black_box(run::<solutions::top_k::TopK>(&lines))));
+    group.bench_function(BenchmarkId::from_parameter("reference"), |b| {
+        b.iter(|| black_box(run::<solutions::top_k::TopK>(&lines)))
+    });
     group.finish();
 }
 

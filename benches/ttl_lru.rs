@@ -85,7 +85,8 @@ fn bench(c: &mut Criterion) {
     });
     #[cfg(feature = "peers")]
     group.bench_function(BenchmarkId::from_parameter("lru+Mutex"), |b| {
-        let cache = parking_lot::Mutex::new(lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(CAPACITY).unwrap()));
+        let cache =
+            parking_lot::Mutex::new(lru::LruCache::<u64, u64>::new(std::num::NonZeroUsize::new(CAPACITY).unwrap()));
         b.iter(|| {
             let mut hits = 0;
             for &key in &accesses {

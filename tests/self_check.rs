@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use harness::isolation::{run_isolated_in, serve_child_if_requested, Outcome, DEFAULT_MEMORY_LIMIT};
 use harness::libtest::{must_pass, trial};
-use harness::{idempotency, rate_limit, top_k};
 use harness::ttl_lru::{factory, suite, Factory};
 use harness::Case;
+use harness::{idempotency, rate_limit, top_k};
 use libtest_mimic::{Arguments, Trial};
 use mutants::ttl_lru::*;
 
@@ -36,7 +36,9 @@ macro_rules! rate_limit_mutant {
     ($bug:ident, $case:literal) => {
         Mutant {
             name: concat!("rate_limit::", stringify!($bug)),
-            suite: rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::$bug }>>()),
+            suite: rate_limit::suite(rate_limit::factory::<
+                mutants::rate_limit::Flawed<_, { mutants::rate_limit::$bug }>,
+            >()),
             rejected_by: $case,
         }
     };
@@ -80,7 +82,9 @@ macro_rules! idempotency_mutant {
     ($bug:ident, $case:literal) => {
         Mutant {
             name: concat!("idempotency::", stringify!($bug)),
-            suite: idempotency::suite(idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::$bug }>>()),
+            suite: idempotency::suite(idempotency::factory::<
+                mutants::idempotency::Flawed<{ mutants::idempotency::$bug }>,
+            >()),
             rejected_by: $case,
         }
     };
@@ -193,9 +197,13 @@ fn cases() -> Vec<(Case, Expect)> {
     // mutant's rejection is then due to its one bug.
     let base = suite(factory::<Flawed<_, _, NONE>>())
         .into_iter()
-        .chain(rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::NONE }>>()))
+        .chain(
+            rate_limit::suite(rate_limit::factory::<mutants::rate_limit::Flawed<_, { mutants::rate_limit::NONE }>>()),
+        )
         .chain(top_k::suite(top_k::factory::<mutants::top_k::Flawed<{ mutants::top_k::NONE }>>()))
-        .chain(idempotency::suite(idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::NONE }>>()));
+        .chain(idempotency::suite(
+            idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::NONE }>>(),
+        ));
     cases.extend(base.map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
     for mutant in mutants() {
         let case = mutant
@@ -220,7 +228,10 @@ fn cases() -> Vec<(Case, Expect)> {
             .find(|c| c.id == MISBEHAVIOUR_CASE)
             .expect("the misbehaviour case exists");
         case.deadline = MISBEHAVIOUR_DEADLINE;
-        cases.push((case.prefixed(&format!("isolation::{}", misbehaviour.name)), Expect::Misbehaviour(misbehaviour.expect)));
+        cases.push((
+            case.prefixed(&format!("isolation::{}", misbehaviour.name)),
+            Expect::Misbehaviour(misbehaviour.expect),
+        ));
     }
     cases
 }
@@ -229,7 +240,8 @@ fn cases() -> Vec<(Case, Expect)> {
 /// PATH, no `REDIS_URL`): locally it must be SKIPPED, under `CI=true` FAILED.
 fn without_redis_trials(all: &[Case]) -> Vec<Trial> {
     let redis_case = || {
-        let case = all.iter().find(|c| c.needs_redis && c.id.starts_with("reference::")).expect("a reference Redis case");
+        let case =
+            all.iter().find(|c| c.needs_redis && c.id.starts_with("reference::")).expect("a reference Redis case");
         case.id.clone()
     };
     let check = |ci: Option<&'static str>, expect: fn(&Outcome) -> bool, id: String| {
@@ -249,11 +261,19 @@ fn without_redis_trials(all: &[Case]) -> Vec<Trial> {
     vec![
         Trial::test(
             "isolation::without_redis::skipped_locally",
-            check(None, |o| matches!(o, Outcome::Skipped { reason } if reason.contains("no redis-server")), redis_case()),
+            check(
+                None,
+                |o| matches!(o, Outcome::Skipped { reason } if reason.contains("no redis-server")),
+                redis_case(),
+            ),
         ),
         Trial::test(
             "isolation::without_redis::fails_under_ci",
-            check(Some("true"), |o| matches!(o, Outcome::Failed { report } if report.contains("CI=true")), redis_case()),
+            check(
+                Some("true"),
+                |o| matches!(o, Outcome::Failed { report } if report.contains("CI=true")),
+                redis_case(),
+            ),
         ),
     ]
 }
@@ -271,7 +291,11 @@ fn main() {
             Expect::Pass => trial(case, must_pass),
             Expect::NotImplemented => trial(case, |outcome| match outcome {
                 Outcome::NotImplemented { .. } => Ok(()),
-                other => Err(format!("an all-todo!() stub must be \"not implemented\", got {}: {}", other.label(), other.details())),
+                other => Err(format!(
+                    "an all-todo!() stub must be \"not implemented\", got {}: {}",
+                    other.label(),
+                    other.details()
+                )),
             }),
             // A bug must be caught as a wrong answer with a counterexample, not by luck
             // (a timeout or crash would say nothing about the bug).
@@ -279,13 +303,18 @@ fn main() {
                 Outcome::Failed { .. } => Ok(()),
                 other => Err(format!("expected a FAILED verdict, got {}: {}", other.label(), other.details())),
             }),
-            Expect::Misbehaviour(expect) => trial(case, move |outcome| {
-                if expect(outcome) {
-                    Ok(())
-                } else {
-                    Err(format!("the runner reported {outcome:?}"))
-                }
-            }),
+            Expect::Misbehaviour(expect) => {
+                trial(
+                    case,
+                    move |outcome| {
+                        if expect(outcome) {
+                            Ok(())
+                        } else {
+                            Err(format!("the runner reported {outcome:?}"))
+                        }
+                    },
+                )
+            }
         })
         .chain(no_redis)
         .collect();

@@ -12,12 +12,19 @@ use harness::suite::{guarded, install_quiet_panic_hook};
 /// Short runs (1 s each): every bench in under a minute on 2 cores. Noisier than
 /// longer runs; `-- --measurement-time 5` on the command line steadies them.
 pub fn criterion_config() -> Criterion {
-    Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(10)
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(10)
 }
 
 /// Runs `probe` on the attempt; `Some` of its value when `check` accepts it, else
 /// `None` after saying why on stderr. Panics (`todo!()` included) are caught quietly.
-pub fn attempt_probe<T>(label: &str, probe: impl FnOnce() -> T, check: impl FnOnce(&T) -> Result<(), String>) -> Option<T> {
+pub fn attempt_probe<T>(
+    label: &str,
+    probe: impl FnOnce() -> T,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Option<T> {
     let default_hook = std::panic::take_hook();
     install_quiet_panic_hook();
     let result = guarded(probe);

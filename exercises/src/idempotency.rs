@@ -21,8 +21,8 @@ use std::marker::PhantomData;
 
 use harness::clock::SharedClock;
 use harness::idempotency::{
-    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError,
-    StoreUnavailable,
+    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, LeaseError, RedisIdempotencyStore, RedisStoreConfig,
+    Response, SettleError, StoreUnavailable,
 };
 
 /// Your store. Replace the fields with whatever you need.

@@ -23,7 +23,9 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 
 use harness::clock::SharedClock;
-use harness::rate_limit::{Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter};
+use harness::rate_limit::{
+    Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter,
+};
 
 /// Your limiter. Replace the fields with whatever you need.
 pub struct Limiter<K> {

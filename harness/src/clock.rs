@@ -218,9 +218,7 @@ impl ManualClock {
     pub fn advance(&self, d: Duration) {
         let step = duration_nanos(d);
         // fetch_update so that concurrent advances never lose a step.
-        let _ = self
-            .nanos
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_add(step)));
+        let _ = self.nanos.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_add(step)));
     }
 
     /// Jumps to `t`, backwards included: exercises must survive a clock that steps back.

@@ -17,10 +17,13 @@ use proptest::prelude::*;
 use crate::clock::{ManualClock, SharedClock, Timestamp};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
 use crate::redis_server::{
-    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT,
+    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT,
+    OUTAGE_CALL_TIMEOUT,
 };
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
+use crate::suite::{
+    guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
+};
 
 /// How long an executor holds a key, and how long records are kept.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -351,7 +354,9 @@ impl Spec for IdempotencySpec {
     fn step(model: &mut Model, op: &Op) -> Output {
         model.reap();
         match op {
-            Op::Begin { id: i, fingerprint } => Output::Began(model.begin(id(*i), Fingerprint(u64::from(*fingerprint)))),
+            Op::Begin { id: i, fingerprint } => {
+                Output::Began(model.begin(id(*i), Fingerprint(u64::from(*fingerprint))))
+            }
             Op::Complete { id: i, token, response: r } => {
                 let id = id(*i);
                 Output::Done(model.holder(&id, *token).map(|()| {
@@ -462,25 +467,105 @@ fn edge_scenarios() -> Vec<(IdempotencyConfig, Vec<Op>)> {
     let c = config(10, 60);
     vec![
         // Scopes never meet, even when "scope:key" would collide.
-        (c, vec![Begin { id: 0, fingerprint: 1 }, Begin { id: 1, fingerprint: 2 }, Complete { id: 0, token: 1, response: 3 }, Begin { id: 1, fingerprint: 2 },
-                 Begin { id: 2, fingerprint: 1 }, Begin { id: 3, fingerprint: 2 }, Complete { id: 3, token: 4, response: 7 }, Begin { id: 2, fingerprint: 1 }, Begin { id: 3, fingerprint: 2 }]),
+        (
+            c,
+            vec![
+                Begin { id: 0, fingerprint: 1 },
+                Begin { id: 1, fingerprint: 2 },
+                Complete { id: 0, token: 1, response: 3 },
+                Begin { id: 1, fingerprint: 2 },
+                Begin { id: 2, fingerprint: 1 },
+                Begin { id: 3, fingerprint: 2 },
+                Complete { id: 3, token: 4, response: 7 },
+                Begin { id: 2, fingerprint: 1 },
+                Begin { id: 3, fingerprint: 2 },
+            ],
+        ),
         // A different fingerprint is a mismatch, while in flight and after completion.
-        (c, vec![Begin { id: 0, fingerprint: 1 }, Begin { id: 0, fingerprint: 2 }, Advance(s(11)), Begin { id: 0, fingerprint: 2 }, Begin { id: 0, fingerprint: 1 },
-                 Complete { id: 0, token: 2, response: 6 }, Begin { id: 0, fingerprint: 2 }]),
+        (
+            c,
+            vec![
+                Begin { id: 0, fingerprint: 1 },
+                Begin { id: 0, fingerprint: 2 },
+                Advance(s(11)),
+                Begin { id: 0, fingerprint: 2 },
+                Begin { id: 0, fingerprint: 1 },
+                Complete { id: 0, token: 2, response: 6 },
+                Begin { id: 0, fingerprint: 2 },
+            ],
+        ),
         // Abandon releases at once: the next begin executes with a new token.
-        (c, vec![Begin { id: 0, fingerprint: 1 }, Abandon { id: 0, token: 1 }, Begin { id: 0, fingerprint: 2 }, Abandon { id: 0, token: 1 }, Complete { id: 0, token: 2, response: 5 }, Begin { id: 0, fingerprint: 2 }]),
+        (
+            c,
+            vec![
+                Begin { id: 0, fingerprint: 1 },
+                Abandon { id: 0, token: 1 },
+                Begin { id: 0, fingerprint: 2 },
+                Abandon { id: 0, token: 1 },
+                Complete { id: 0, token: 2, response: 5 },
+                Begin { id: 0, fingerprint: 2 },
+            ],
+        ),
         // Takeover after lease expiry: the old executor's complete is stale; the stored response is the new one's.
-        (c, vec![Begin { id: 0, fingerprint: 1 }, Advance(s(10)), Begin { id: 0, fingerprint: 1 }, Complete { id: 0, token: 1, response: 4 },
-                 Complete { id: 0, token: 2, response: 5 }, Begin { id: 0, fingerprint: 1 }, Complete { id: 0, token: 2, response: 7 }]),
+        (
+            c,
+            vec![
+                Begin { id: 0, fingerprint: 1 },
+                Advance(s(10)),
+                Begin { id: 0, fingerprint: 1 },
+                Complete { id: 0, token: 1, response: 4 },
+                Complete { id: 0, token: 2, response: 5 },
+                Begin { id: 0, fingerprint: 1 },
+                Complete { id: 0, token: 2, response: 7 },
+            ],
+        ),
         // With the lease expired but no takeover, the current token may still complete.
-        (c, vec![Begin { id: 0, fingerprint: 1 }, Advance(s(30)), Complete { id: 0, token: 1, response: 3 }, Begin { id: 0, fingerprint: 1 }]),
+        (
+            c,
+            vec![
+                Begin { id: 0, fingerprint: 1 },
+                Advance(s(30)),
+                Complete { id: 0, token: 1, response: 3 },
+                Begin { id: 0, fingerprint: 1 },
+            ],
+        ),
         // InFlight says exactly how long the lease has left.
-        (c, vec![Begin { id: 0, fingerprint: 1 }, Advance(Duration::from_millis(9_999)), Begin { id: 0, fingerprint: 1 }, Advance(Duration::from_millis(1)), Begin { id: 0, fingerprint: 1 }]),
+        (
+            c,
+            vec![
+                Begin { id: 0, fingerprint: 1 },
+                Advance(Duration::from_millis(9_999)),
+                Begin { id: 0, fingerprint: 1 },
+                Advance(Duration::from_millis(1)),
+                Begin { id: 0, fingerprint: 1 },
+            ],
+        ),
         // Retention: at exactly completed_at + retention the key is new; a forgotten in-progress record too.
-        (c, vec![Begin { id: 0, fingerprint: 1 }, Complete { id: 0, token: 1, response: 3 }, Advance(s(59)), Begin { id: 0, fingerprint: 2 }, Advance(s(1)),
-                 Begin { id: 0, fingerprint: 2 }, Advance(s(70)), Complete { id: 0, token: 2, response: 9 }, Begin { id: 0, fingerprint: 1 }]),
+        (
+            c,
+            vec![
+                Begin { id: 0, fingerprint: 1 },
+                Complete { id: 0, token: 1, response: 3 },
+                Advance(s(59)),
+                Begin { id: 0, fingerprint: 2 },
+                Advance(s(1)),
+                Begin { id: 0, fingerprint: 2 },
+                Advance(s(70)),
+                Complete { id: 0, token: 2, response: 9 },
+                Begin { id: 0, fingerprint: 1 },
+            ],
+        ),
         // complete/abandon on unknown keys, and a response only after execution began.
-        (c, vec![Complete { id: 1, token: 1, response: 2 }, Abandon { id: 1, token: 1 }, Begin { id: 1, fingerprint: 1 }, Complete { id: 1, token: 1, response: 5 }, Abandon { id: 1, token: 1 }]),
+        (
+            c,
+            vec![
+                Complete { id: 1, token: 1, response: 2 },
+                Abandon { id: 1, token: 1 },
+                Begin { id: 1, fingerprint: 1 },
+                Complete { id: 1, token: 1, response: 5 },
+                Abandon { id: 1, token: 1 },
+            ],
+        ),
     ]
 }
 
@@ -497,14 +582,20 @@ fn concurrent_case(make: Factory) -> CaseResult {
         let id = rng.below(2) as u8;
         match rng.below(6) {
             0..=2 => Op::Begin { id, fingerprint: 1 + rng.below(4).min(1) as u8 },
-            3 | 4 => Op::Complete { id, token: 1 + rng.below(3) as u64, response: thread as u16 * 10 + rng.below(10) as u16 },
+            3 | 4 => {
+                Op::Complete { id, token: 1 + rng.below(3) as u64, response: thread as u16 * 10 + rng.below(10) as u16 }
+            }
             _ => Op::Abandon { id, token: 1 + rng.below(3) as u64 },
         }
     };
     let clock = ManualClock::new();
-    let result = check_histories::<IdempotencySpec, _>(&config, HISTORIES, pick, || build(make, config, &clock), |store, op| {
-        apply(store.as_ref(), &clock, op)
-    });
+    let result = check_histories::<IdempotencySpec, _>(
+        &config,
+        HISTORIES,
+        pick,
+        || build(make, config, &clock),
+        |store, op| apply(store.as_ref(), &clock, op),
+    );
     set_forced_yields(false);
     result
 }
@@ -529,7 +620,12 @@ fn exactly_one_executes(make: Factory) -> CaseResult {
                             executed.fetch_add(1, Ordering::SeqCst);
                             // Simulate the work, then store the response.
                             thread::yield_now();
-                            let _ = store.complete("shop", key, lease.token, Response { status: 201, body: b"paid".to_vec() });
+                            let _ = store.complete(
+                                "shop",
+                                key,
+                                lease.token,
+                                Response { status: 201, body: b"paid".to_vec() },
+                            );
                         }
                         answer
                     })
@@ -539,7 +635,9 @@ fn exactly_one_executes(make: Factory) -> CaseResult {
         });
         let mut kinds = Vec::new();
         for answer in answers {
-            let answer = answer.map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("begin(\"shop\", key, fp7) on 8 threads"))?;
+            let answer = answer.map_err(|p| {
+                Panic::from_payload(p.as_ref()).into_case_error("begin(\"shop\", key, fp7) on 8 threads")
+            })?;
             kinds.push(answer);
         }
         let executed = executed.load(Ordering::SeqCst);
@@ -551,7 +649,9 @@ fn exactly_one_executes(make: Factory) -> CaseResult {
         }
         let after = store.begin("shop", &key, Fingerprint(7));
         if after != Begin::Replay(Response { status: 201, body: b"paid".to_vec() }) {
-            return Err(CaseError::failed(format!("after the executor completed, a retry of {key:?} got {after:?}, expected Replay(201 \"paid\")")));
+            return Err(CaseError::failed(format!(
+                "after the executor completed, a retry of {key:?} got {after:?}, expected Replay(201 \"paid\")"
+            )));
         }
     }
     Ok(())
@@ -576,7 +676,11 @@ fn memory_follows_retention(make: Factory) -> CaseResult {
                         let _ = store.complete("api", &key, lease.token, Response { status: 200, body: Vec::new() });
                     }
                 }
-                other => return Err(CaseError::failed(format!("begin(\"api\", {key:?}, fp1) on a fresh key returned {other:?}"))),
+                other => {
+                    return Err(CaseError::failed(format!(
+                        "begin(\"api\", {key:?}, fp1) on a fresh key returned {other:?}"
+                    )))
+                }
             }
         }
         let tracked = store.tracked_records();
@@ -637,9 +741,24 @@ pub enum SettleError {
 /// * Redis down or slow: each call returns `Unavailable` within `timeout` (plus
 ///   scheduling) and works again once Redis is back.
 pub trait RedisIdempotencyStore: Send + Sync + Sized {
-    fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> impl Future<Output = Result<Self, StoreUnavailable>> + Send;
-    fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> impl Future<Output = Result<Begin, StoreUnavailable>> + Send;
-    fn complete(&self, scope: &str, key: &str, token: u64, response: Response) -> impl Future<Output = Result<(), SettleError>> + Send;
+    fn connect(
+        url: &str,
+        config: RedisStoreConfig,
+        clock: SharedClock,
+    ) -> impl Future<Output = Result<Self, StoreUnavailable>> + Send;
+    fn begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+    ) -> impl Future<Output = Result<Begin, StoreUnavailable>> + Send;
+    fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        token: u64,
+        response: Response,
+    ) -> impl Future<Output = Result<(), SettleError>> + Send;
     fn abandon(&self, scope: &str, key: &str, token: u64) -> impl Future<Output = Result<(), SettleError>> + Send;
 }
 
@@ -647,16 +766,38 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The distributed store under test, behind a trait object.
 pub trait ErasedRedisStore: Send + Sync {
-    fn begin<'a>(&'a self, scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> BoxFuture<'a, Result<Begin, StoreUnavailable>>;
-    fn complete<'a>(&'a self, scope: &'a str, key: &'a str, token: u64, response: Response) -> BoxFuture<'a, Result<(), SettleError>>;
+    fn begin<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        fingerprint: Fingerprint,
+    ) -> BoxFuture<'a, Result<Begin, StoreUnavailable>>;
+    fn complete<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        token: u64,
+        response: Response,
+    ) -> BoxFuture<'a, Result<(), SettleError>>;
     fn abandon<'a>(&'a self, scope: &'a str, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), SettleError>>;
 }
 
 impl<S: RedisIdempotencyStore> ErasedRedisStore for S {
-    fn begin<'a>(&'a self, scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> BoxFuture<'a, Result<Begin, StoreUnavailable>> {
+    fn begin<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        fingerprint: Fingerprint,
+    ) -> BoxFuture<'a, Result<Begin, StoreUnavailable>> {
         Box::pin(RedisIdempotencyStore::begin(self, scope, key, fingerprint))
     }
-    fn complete<'a>(&'a self, scope: &'a str, key: &'a str, token: u64, response: Response) -> BoxFuture<'a, Result<(), SettleError>> {
+    fn complete<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        token: u64,
+        response: Response,
+    ) -> BoxFuture<'a, Result<(), SettleError>> {
         Box::pin(RedisIdempotencyStore::complete(self, scope, key, token, response))
     }
     fn abandon<'a>(&'a self, scope: &'a str, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), SettleError>> {
@@ -664,8 +805,11 @@ impl<S: RedisIdempotencyStore> ErasedRedisStore for S {
     }
 }
 
-pub type RedisFactory =
-    fn(String, RedisStoreConfig, SharedClock) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisStore>, StoreUnavailable>>;
+pub type RedisFactory = fn(
+    String,
+    RedisStoreConfig,
+    SharedClock,
+) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisStore>, StoreUnavailable>>;
 
 pub fn redis_factory<S: RedisIdempotencyStore + 'static>() -> RedisFactory {
     |url, config, clock| {
@@ -680,8 +824,15 @@ fn redis_config(records: IdempotencyConfig) -> RedisStoreConfig {
     RedisStoreConfig { namespace: fresh_namespace("idem"), timeout: CALL_TIMEOUT, records }
 }
 
-fn connect(rt: &tokio::runtime::Runtime, make: RedisFactory, url: &str, config: RedisStoreConfig, clock: &ManualClock) -> Result<Arc<dyn ErasedRedisStore>, CaseError> {
-    rt.block_on(make(url.to_string(), config, clock.shared())).map_err(|e| CaseError::failed(format!("connect({url}): {e}")))
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    make: RedisFactory,
+    url: &str,
+    config: RedisStoreConfig,
+    clock: &ManualClock,
+) -> Result<Arc<dyn ErasedRedisStore>, CaseError> {
+    rt.block_on(make(url.to_string(), config, clock.shared()))
+        .map_err(|e| CaseError::failed(format!("connect({url}): {e}")))
 }
 
 /// Redis tokens only have to increase, not to count from 1: the replay driver shows
@@ -703,7 +854,11 @@ impl TokenOrder {
 
     fn real(&self, model_token: u64) -> u64 {
         // A token never issued stays one: far above any real token.
-        usize::try_from(model_token).ok().and_then(|n| n.checked_sub(1)).and_then(|i| self.issued.get(i).copied()).unwrap_or(u64::MAX - model_token)
+        usize::try_from(model_token)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| self.issued.get(i).copied())
+            .unwrap_or(u64::MAX - model_token)
     }
 }
 
@@ -711,7 +866,13 @@ fn unavailable_in_replay(e: impl fmt::Display) -> ! {
     panic!("Redis unavailable during a replay: {e}")
 }
 
-fn apply_redis(rt: &tokio::runtime::Runtime, store: &dyn ErasedRedisStore, clock: &ManualClock, tokens: &mut TokenOrder, op: &Op) -> Output {
+fn apply_redis(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn ErasedRedisStore,
+    clock: &ManualClock,
+    tokens: &mut TokenOrder,
+    op: &Op,
+) -> Output {
     let settled = |r: Result<(), SettleError>| match r {
         Err(SettleError::Unavailable(e)) => unavailable_in_replay(e),
         Err(SettleError::Lease(e)) => Output::Done(Err(e)),
@@ -747,7 +908,9 @@ fn redis_sequences(make: RedisFactory) -> CaseResult {
     let replay_redis = |config: &IdempotencyConfig, ops: &[Op]| {
         replay::<IdempotencySpec, _>(config, ops, |config| {
             let clock = ManualClock::new();
-            let store = rt.block_on(make(server.url().to_string(), redis_config(*config), clock.shared())).unwrap_or_else(|e| panic!("connect: {e}"));
+            let store = rt
+                .block_on(make(server.url().to_string(), redis_config(*config), clock.shared()))
+                .unwrap_or_else(|e| panic!("connect: {e}"));
             let mut tokens = TokenOrder::default();
             move |op: &Op| apply_redis(rt, store.as_ref(), &clock, &mut tokens, op)
         })
@@ -784,22 +947,31 @@ fn one_executor_across_instances(make: RedisFactory) -> CaseResult {
         });
         let executed = answers.iter().filter(|a| matches!(a, Ok(Begin::Execute(_)))).count();
         if executed != 1 || answers.iter().any(|a| a.is_err()) {
-            return Err(CaseError::failed(format!("8 identical requests through 4 instances: {executed} executed (expected 1); answers {answers:?}")));
+            return Err(CaseError::failed(format!(
+                "8 identical requests through 4 instances: {executed} executed (expected 1); answers {answers:?}"
+            )));
         }
     }
     // Takeover: A's lease expires, B takes over, both try to complete at once.
     let (a, b) = (&instances[0], &instances[1]);
     let first = rt.block_on(a.begin("shop", "refund", Fingerprint(1)));
-    let Ok(Begin::Execute(old)) = first else { return Err(CaseError::failed(format!("begin on a new key returned {first:?}"))) };
+    let Ok(Begin::Execute(old)) = first else {
+        return Err(CaseError::failed(format!("begin on a new key returned {first:?}")));
+    };
     clock.advance(Duration::from_secs(11));
     let second = rt.block_on(b.begin("shop", "refund", Fingerprint(1)));
     let Ok(Begin::Execute(new)) = second else {
-        return Err(CaseError::failed(format!("after the lease expired, a retry got {second:?}, expected Execute with a newer token")));
+        return Err(CaseError::failed(format!(
+            "after the lease expired, a retry got {second:?}, expected Execute with a newer token"
+        )));
     };
     let (late, current) = rt.block_on(async {
         let old_response = Response { status: 200, body: b"old".to_vec() };
         let new_response = Response { status: 200, body: b"new".to_vec() };
-        tokio::join!(a.complete("shop", "refund", old.token, old_response), b.complete("shop", "refund", new.token, new_response))
+        tokio::join!(
+            a.complete("shop", "refund", old.token, old_response),
+            b.complete("shop", "refund", new.token, new_response)
+        )
     });
     let replay = rt.block_on(a.begin("shop", "refund", Fingerprint(1)));
     let expected = Ok(Begin::Replay(Response { status: 200, body: b"new".to_vec() }));
@@ -836,15 +1008,25 @@ fn outage(make: RedisFactory) -> CaseResult {
     server.kill();
     match bounded(store.begin("pay", "p-2", Fingerprint(1))) {
         Ok(Err(StoreUnavailable(_))) => {}
-        Err(_) => return Err(CaseError::failed("with Redis down, begin had not returned after 5s (timeout configured: 500ms)")),
-        Ok(other) => return Err(CaseError::failed(format!("with Redis down, begin returned {other:?}, expected Err(StoreUnavailable)"))),
+        Err(_) => {
+            return Err(CaseError::failed(
+                "with Redis down, begin had not returned after 5s (timeout configured: 500ms)",
+            ))
+        }
+        Ok(other) => {
+            return Err(CaseError::failed(format!(
+                "with Redis down, begin returned {other:?}, expected Err(StoreUnavailable)"
+            )))
+        }
     }
     // The outage takes time; the restarted Redis has lost every record and counter.
     clock.advance(Duration::from_secs(1));
     server.restart()?;
     let again = within_reconnect_window(|| bounded(store.begin("pay", "p-1", Fingerprint(1))).ok()?.ok());
     let Some(Begin::Execute(new)) = again else {
-        return Err(CaseError::failed(format!("after Redis restarted (data lost), a retry of p-1 got {again:?}, expected Execute")));
+        return Err(CaseError::failed(format!(
+            "after Redis restarted (data lost), a retry of p-1 got {again:?}, expected Execute"
+        )));
     };
     let late = rt.block_on(store.complete("pay", "p-1", old.token, Response { status: 200, body: b"old".to_vec() }));
     if new.token <= old.token || late.is_ok() {
@@ -883,7 +1065,9 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     }
     let commands = counter.commands() - before;
     if commands != 40 {
-        return Err(CaseError::failed(format!("20 begin + 20 complete sent {commands} commands to Redis: expected one round trip per call (40)")));
+        return Err(CaseError::failed(format!(
+            "20 begin + 20 complete sent {commands} commands to Redis: expected one round trip per call (40)"
+        )));
     }
     // 21 records and the token counter (which never expires).
     check_namespace_keys(&rt, server.url(), &namespace, 22, 1)
@@ -900,10 +1084,11 @@ pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 pub const L5: Level = Level { number: 5, name: "redis" };
 
-
 /// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
-    let case = |name, hint, run: fn(RedisFactory) -> CaseResult| Case::new(EXERCISE, L5, name, hint, THREADED, move || run(make)).with_redis();
+    let case = |name, hint, run: fn(RedisFactory) -> CaseResult| {
+        Case::new(EXERCISE, L5, name, hint, THREADED, move || run(make)).with_redis()
+    };
     vec![
         case("sequences",
             "The in-memory contract, replayed on Redis: one Lua script per call reads and changes the record (a hash) and the token counter atomically; \
@@ -964,14 +1149,24 @@ mod tests {
         let mut m = IdempotencySpec::model(&config(10, 60));
         let mut step = |op| IdempotencySpec::step(&mut m, &op);
         assert_eq!(step(Op::Begin { id: 0, fingerprint: 1 }), Output::Began(Begin::Execute(Lease { token: 1 })));
-        assert_eq!(step(Op::Begin { id: 0, fingerprint: 1 }), Output::Began(Begin::InFlight { retry_after: Duration::from_secs(10) }));
+        assert_eq!(
+            step(Op::Begin { id: 0, fingerprint: 1 }),
+            Output::Began(Begin::InFlight { retry_after: Duration::from_secs(10) })
+        );
         assert_eq!(step(Op::Begin { id: 0, fingerprint: 2 }), Output::Began(Begin::Mismatch));
         assert_eq!(step(Op::Complete { id: 0, token: 2, response: 1 }), Output::Done(Err(LeaseError::StaleToken)));
         assert_eq!(step(Op::Complete { id: 0, token: 1, response: 1 }), Output::Done(Ok(())));
-        assert_eq!(step(Op::Complete { id: 0, token: 1, response: 2 }), Output::Done(Err(LeaseError::AlreadyCompleted)));
+        assert_eq!(
+            step(Op::Complete { id: 0, token: 1, response: 2 }),
+            Output::Done(Err(LeaseError::AlreadyCompleted))
+        );
         assert_eq!(step(Op::Begin { id: 0, fingerprint: 1 }), Output::Began(Begin::Replay(response(1))));
         assert_eq!(step(Op::Begin { id: 2, fingerprint: 1 }), Output::Began(Begin::Execute(Lease { token: 2 })));
-        assert_eq!(step(Op::Begin { id: 3, fingerprint: 1 }), Output::Began(Begin::Execute(Lease { token: 3 })), "\"t:x\"/\"y\" is not \"t\"/\"x:y\"");
+        assert_eq!(
+            step(Op::Begin { id: 3, fingerprint: 1 }),
+            Output::Began(Begin::Execute(Lease { token: 3 })),
+            "\"t:x\"/\"y\" is not \"t\"/\"x:y\""
+        );
     }
 
     #[test]
@@ -980,7 +1175,13 @@ mod tests {
         assert_eq!(Begin::Mismatch.http_status(), Some(422));
         assert_eq!(Begin::Replay(response(1)).http_status(), Some(201));
         assert_eq!(Begin::Execute(Lease { token: 1 }).http_status(), None);
-        assert_eq!(IdempotencyConfig::new(Duration::ZERO, Duration::from_secs(1)), Err(IdempotencyConfigError::ZeroLease));
-        assert_eq!(IdempotencyConfig::new(Duration::from_secs(1), Duration::ZERO), Err(IdempotencyConfigError::ZeroRetention));
+        assert_eq!(
+            IdempotencyConfig::new(Duration::ZERO, Duration::from_secs(1)),
+            Err(IdempotencyConfigError::ZeroLease)
+        );
+        assert_eq!(
+            IdempotencyConfig::new(Duration::from_secs(1), Duration::ZERO),
+            Err(IdempotencyConfigError::ZeroRetention)
+        );
     }
 }

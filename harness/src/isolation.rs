@@ -88,16 +88,37 @@ pub fn trying(input: &dyn fmt::Debug) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Passed,
-    NotImplemented { detail: String },
-    Failed { report: String },
+    NotImplemented {
+        detail: String,
+    },
+    Failed {
+        report: String,
+    },
     /// Could not run here (no Redis server); not a verdict on the attempt.
-    Skipped { reason: String },
-    TimedOut { limit: Duration, trying: Option<String>, output: String },
-    OutOfMemory { limit_bytes: u64, trying: Option<String> },
+    Skipped {
+        reason: String,
+    },
+    TimedOut {
+        limit: Duration,
+        trying: Option<String>,
+        output: String,
+    },
+    OutOfMemory {
+        limit_bytes: u64,
+        trying: Option<String>,
+    },
     /// The child ended on its own before giving a verdict (e.g. `process::exit`).
-    Exited { code: i32, trying: Option<String>, output: String },
+    Exited {
+        code: i32,
+        trying: Option<String>,
+        output: String,
+    },
     /// Killed by a signal it raised itself: abort, stack overflow, segfault.
-    Crashed { detail: String, trying: Option<String>, output: String },
+    Crashed {
+        detail: String,
+        trying: Option<String>,
+        output: String,
+    },
 }
 
 impl Outcome {

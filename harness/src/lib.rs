@@ -37,7 +37,8 @@ pub struct Implementations {
 
 /// Every graded case of every exercise, in report-card order.
 pub fn all_cases(implementations: Implementations) -> Vec<Case> {
-    let Implementations { ttl_lru, rate_limit, rate_limit_redis, top_k, idempotency, idempotency_redis } = implementations;
+    let Implementations { ttl_lru, rate_limit, rate_limit_redis, top_k, idempotency, idempotency_redis } =
+        implementations;
     [
         ttl_lru::suite(ttl_lru),
         rate_limit::suite(rate_limit),

@@ -111,7 +111,8 @@ fn search<S: Spec>(
             continue;
         }
         let mut next = model.clone();
-        if S::step(&mut next, &event.op) == event.output && search::<S>(&next, done | (1 << i), all, history, dead_ends) {
+        if S::step(&mut next, &event.op) == event.output && search::<S>(&next, done | (1 << i), all, history, dead_ends)
+        {
             return true;
         }
     }
@@ -296,27 +297,39 @@ mod tests {
     fn recorded_histories_of_a_locked_register_are_linearizable_and_a_racy_one_is_caught() {
         let budget = HistoryBudget { rounds: &[(3, 4, 200)], seed: 1 };
         let pick = |rng: &mut SplitMix, _| if rng.below(2) == 0 { None } else { Some(rng.below(5) as u8 + 1) };
-        let locked = check_histories::<Register, _>(&(), budget, pick, || Ok(std::sync::Mutex::new(0u8)), |m, op| {
-            let mut v = m.lock().unwrap();
-            let old = *v;
-            if let Some(new) = op {
-                *v = *new;
-            }
-            old
-        });
+        let locked = check_histories::<Register, _>(
+            &(),
+            budget,
+            pick,
+            || Ok(std::sync::Mutex::new(0u8)),
+            |m, op| {
+                let mut v = m.lock().unwrap();
+                let old = *v;
+                if let Some(new) = op {
+                    *v = *new;
+                }
+                old
+            },
+        );
         assert_eq!(locked, Ok(()));
 
         // Read and write in two critical sections: a lost update shows up.
         set_forced_yields(true);
-        let racy = check_histories::<Register, _>(&(), budget, pick, || Ok(std::sync::Mutex::new(0u8)), |m, op| {
-            let old = *m.lock().unwrap();
-            contention_point();
-            contention_point();
-            if let Some(new) = op {
-                *m.lock().unwrap() = *new;
-            }
-            old
-        });
+        let racy = check_histories::<Register, _>(
+            &(),
+            budget,
+            pick,
+            || Ok(std::sync::Mutex::new(0u8)),
+            |m, op| {
+                let old = *m.lock().unwrap();
+                contention_point();
+                contention_point();
+                if let Some(new) = op {
+                    *m.lock().unwrap() = *new;
+                }
+                old
+            },
+        );
         set_forced_yields(false);
         let Err(CaseError::Failed(report)) = racy else { panic!("race not caught: {racy:?}") };
         assert!(report.contains("not linearizable"), "{report}");

@@ -19,10 +19,13 @@ use crate::clock::{Clock, ManualClock, SharedClock, Timestamp};
 pub use crate::linearizability::Key;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
 use crate::redis_server::{
-    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT,
+    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT,
+    OUTAGE_CALL_TIMEOUT,
 };
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
+use crate::suite::{
+    guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
+};
 
 /// A bucket's limit: at most `burst` tokens, refilled one per `period`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,7 +40,10 @@ pub enum QuotaError {
     ZeroBurst,
     ZeroPeriod,
     /// `burst × period` must fit in 2^64 ns (about 584 years).
-    TooLong { burst: u32, period: Duration },
+    TooLong {
+        burst: u32,
+        period: Duration,
+    },
 }
 
 impl fmt::Display for QuotaError {
@@ -306,7 +312,10 @@ pub fn quota(index: u8) -> Quota {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Op {
     /// `check([(key, QUOTAS[q]), ...], cost)`.
-    Check { limits: Vec<(u8, u8)>, cost: u32 },
+    Check {
+        limits: Vec<(u8, u8)>,
+        cost: u32,
+    },
     Advance(Duration),
     /// The clock steps back (it may: NTP, VM migration...).
     Rewind(Duration),
@@ -475,7 +484,11 @@ fn random_ops(keys: u8, max_limits: usize, rewinds: bool) -> impl Strategy<Value
     let limits = proptest::sample::subsequence((0..keys).collect::<Vec<u8>>(), 1..=max_limits)
         .prop_flat_map(|keys| {
             let n = keys.len();
-            (Just(keys), proptest::collection::vec(0..QUOTAS.len() as u8, n), proptest::sample::select(vec![true, false]))
+            (
+                Just(keys),
+                proptest::collection::vec(0..QUOTAS.len() as u8, n),
+                proptest::sample::select(vec![true, false]),
+            )
         })
         .prop_map(|(keys, quotas, reversed)| {
             let mut limits: Vec<(u8, u8)> = keys.into_iter().zip(quotas).collect();
@@ -487,7 +500,11 @@ fn random_ops(keys: u8, max_limits: usize, rewinds: bool) -> impl Strategy<Value
     let check = (limits, 0u32..=4).prop_map(|(limits, cost)| Op::Check { limits, cost });
     let advance = (1u64..=1200).prop_map(|ms| Op::Advance(Duration::from_millis(ms)));
     let rewind = (1u64..=800).prop_map(|ms| Op::Rewind(Duration::from_millis(ms)));
-    let op = if rewinds { prop_oneof![6 => check, 3 => advance, 1 => rewind].boxed() } else { prop_oneof![6 => check, 3 => advance].boxed() };
+    let op = if rewinds {
+        prop_oneof![6 => check, 3 => advance, 1 => rewind].boxed()
+    } else {
+        prop_oneof![6 => check, 3 => advance].boxed()
+    };
     proptest::collection::vec(op, 1..=40)
 }
 
@@ -495,16 +512,40 @@ fn edge_scenarios() -> Vec<Vec<Op>> {
     let ms = Duration::from_millis;
     vec![
         // A fresh key allows exactly its burst at one instant.
-        vec![check(&[(0, 3)], 1), check(&[(0, 3)], 1), check(&[(0, 3)], 1), check(&[(0, 3)], 1), check(&[(0, 3)], 1), check(&[(0, 3)], 1)],
+        vec![
+            check(&[(0, 3)], 1),
+            check(&[(0, 3)], 1),
+            check(&[(0, 3)], 1),
+            check(&[(0, 3)], 1),
+            check(&[(0, 3)], 1),
+            check(&[(0, 3)], 1),
+        ],
         // cost == burst on a fresh key passes; cost > burst is an error that consumes nothing.
         vec![check(&[(0, 1)], 3), check(&[(0, 1)], 2), check(&[(0, 1)], 0)],
         // Errors: no limits, duplicate key; nothing consumed.
         vec![check(&[], 1), check(&[(0, 0), (1, 1), (0, 2)], 1), check(&[(0, 0)], 1)],
         // Exactly at the refill boundary the token is there; 1ns before it is not.
-        vec![check(&[(0, 0)], 1), Op::Advance(Duration::from_nanos(999_999_999)), check(&[(0, 0)], 1), Op::Advance(Duration::from_nanos(1)), check(&[(0, 0)], 1)],
+        vec![
+            check(&[(0, 0)], 1),
+            Op::Advance(Duration::from_nanos(999_999_999)),
+            check(&[(0, 0)], 1),
+            Op::Advance(Duration::from_nanos(1)),
+            check(&[(0, 0)], 1),
+        ],
         // The clock steps back: the limiter keeps its latest time, so nothing changes
         // (no tokens minted, no debt added) until the clock passes that time again.
-        vec![check(&[(0, 1)], 2), Op::Advance(ms(1500)), check(&[(0, 1)], 1), Op::Rewind(ms(1000)), check(&[(0, 1)], 0), check(&[(0, 1)], 1), Op::Advance(ms(1000)), check(&[(0, 1)], 1), Op::Advance(ms(500)), check(&[(0, 1)], 1)],
+        vec![
+            check(&[(0, 1)], 2),
+            Op::Advance(ms(1500)),
+            check(&[(0, 1)], 1),
+            Op::Rewind(ms(1000)),
+            check(&[(0, 1)], 0),
+            check(&[(0, 1)], 1),
+            Op::Advance(ms(1000)),
+            check(&[(0, 1)], 1),
+            Op::Advance(ms(500)),
+            check(&[(0, 1)], 1),
+        ],
         // Denied anywhere consumes nothing everywhere, whichever bucket comes first.
         vec![check(&[(0, 0)], 1), check(&[(1, 1), (0, 0)], 1), check(&[(1, 1)], 2), check(&[(0, 0), (1, 1)], 1)],
         // A long period: retry_after and reset_after in hours without overflow.
@@ -528,9 +569,13 @@ fn concurrent_case(make: Factory) -> CaseResult {
         _ => check(&[(2, 2)], 1),
     };
     let clock = ManualClock::starting_at(START);
-    let result = check_histories::<RateLimitSpec, _>(&Config, HISTORIES, pick, || build(make, &clock), |l, op| {
-        apply(l.as_ref(), &clock, op)
-    });
+    let result = check_histories::<RateLimitSpec, _>(
+        &Config,
+        HISTORIES,
+        pick,
+        || build(make, &clock),
+        |l, op| apply(l.as_ref(), &clock, op),
+    );
     set_forced_yields(false);
     result
 }
@@ -568,7 +613,9 @@ fn exact_admission(make: Factory) -> CaseResult {
     for outcome in outcomes {
         match outcome {
             Err(p) => return Err(Panic::from_payload(p.as_ref()).into_case_error("check under contention")),
-            Ok(Err(e)) => return Err(CaseError::failed(format!("check([user 8/1h, tenant 40/1h], 1) returned Err({e:?})"))),
+            Ok(Err(e)) => {
+                return Err(CaseError::failed(format!("check([user 8/1h, tenant 40/1h], 1) returned Err({e:?})")))
+            }
             Ok(Ok(())) => {}
         }
     }
@@ -602,7 +649,9 @@ fn flood_of_unique_keys(make: Factory) -> CaseResult {
             match limiter.check(&[(key, quota)], 1) {
                 Ok(d) if d.allowed => {}
                 other => {
-                    return Err(CaseError::failed(format!("the first check of fresh key {key:?} (quota 1/100ms) returned {other:?}")))
+                    return Err(CaseError::failed(format!(
+                        "the first check of fresh key {key:?} (quota 1/100ms) returned {other:?}"
+                    )))
                 }
             }
         }
@@ -678,19 +727,35 @@ pub const FAIL_OPEN: Decision =
 /// * Redis down or slow: each call returns within `timeout` (plus scheduling), either
 ///   [`FAIL_OPEN`] or `Err(Unavailable)`, and works again once Redis is back.
 pub trait RedisRateLimiter: Send + Sync + Sized {
-    fn connect(url: &str, config: RedisLimiterConfig, clock: SharedClock) -> impl Future<Output = Result<Self, RedisLimitError>> + Send;
-    fn check(&self, limits: &[(&str, Quota)], cost: u32) -> impl Future<Output = Result<Decision, RedisLimitError>> + Send;
+    fn connect(
+        url: &str,
+        config: RedisLimiterConfig,
+        clock: SharedClock,
+    ) -> impl Future<Output = Result<Self, RedisLimitError>> + Send;
+    fn check(
+        &self,
+        limits: &[(&str, Quota)],
+        cost: u32,
+    ) -> impl Future<Output = Result<Decision, RedisLimitError>> + Send;
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The distributed limiter under test, behind a trait object.
 pub trait ErasedRedisLimiter: Send + Sync {
-    fn check<'a>(&'a self, limits: &'a [(String, Quota)], cost: u32) -> BoxFuture<'a, Result<Decision, RedisLimitError>>;
+    fn check<'a>(
+        &'a self,
+        limits: &'a [(String, Quota)],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, RedisLimitError>>;
 }
 
 impl<L: RedisRateLimiter> ErasedRedisLimiter for L {
-    fn check<'a>(&'a self, limits: &'a [(String, Quota)], cost: u32) -> BoxFuture<'a, Result<Decision, RedisLimitError>> {
+    fn check<'a>(
+        &'a self,
+        limits: &'a [(String, Quota)],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, RedisLimitError>> {
         Box::pin(async move {
             let limits: Vec<(&str, Quota)> = limits.iter().map(|(k, q)| (k.as_str(), *q)).collect();
             RedisRateLimiter::check(self, &limits, cost).await
@@ -698,8 +763,11 @@ impl<L: RedisRateLimiter> ErasedRedisLimiter for L {
     }
 }
 
-pub type RedisFactory =
-    fn(String, RedisLimiterConfig, SharedClock) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisLimiter>, RedisLimitError>>;
+pub type RedisFactory = fn(
+    String,
+    RedisLimiterConfig,
+    SharedClock,
+) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisLimiter>, RedisLimitError>>;
 
 pub fn redis_factory<L: RedisRateLimiter + 'static>() -> RedisFactory {
     |url, config, clock| {
@@ -748,7 +816,13 @@ fn redis_sequences(make: RedisFactory) -> CaseResult {
     for ops in microsecond_edges {
         replay_redis(&ops)?;
     }
-    replay_redis(&[check(&[(0, 0)], 1), Op::Advance(Duration::from_micros(999_999)), check(&[(0, 0)], 1), Op::Advance(Duration::from_micros(1)), check(&[(0, 0)], 1)])?;
+    replay_redis(&[
+        check(&[(0, 0)], 1),
+        Op::Advance(Duration::from_micros(999_999)),
+        check(&[(0, 0)], 1),
+        Op::Advance(Duration::from_micros(1)),
+        check(&[(0, 0)], 1),
+    ])?;
     random(random_ops(5, 3, true), Budget { cases: 64, ..Budget::default() }, |ops| replay_redis(ops))
 }
 
@@ -762,9 +836,12 @@ fn instances_share_the_burst(make: RedisFactory) -> CaseResult {
     let quota = Quota::new(20, Duration::from_secs(3600)).expect("valid");
     let mut instances = Vec::new();
     for skew in skews {
-        let clock = ManualClock::starting_at(Timestamp::from_nanos((START.as_nanos() as i64 + skew * 1_000_000) as u64));
+        let clock =
+            ManualClock::starting_at(Timestamp::from_nanos((START.as_nanos() as i64 + skew * 1_000_000) as u64));
         let config = redis_config(namespace.clone(), WhenUnavailable::FailClosed);
-        let limiter = rt.block_on(make(server.url().to_string(), config, clock.shared())).map_err(|e| CaseError::failed(format!("connect: {e}")))?;
+        let limiter = rt
+            .block_on(make(server.url().to_string(), config, clock.shared()))
+            .map_err(|e| CaseError::failed(format!("connect: {e}")))?;
         instances.push((skew, limiter));
     }
     let allowed: Vec<Result<usize, RedisLimitError>> = rt.block_on(async {
@@ -813,8 +890,13 @@ fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
     }
     let rt = runtime()?;
     let clock = ManualClock::starting_at(START);
-    let config = RedisLimiterConfig { timeout: OUTAGE_CALL_TIMEOUT, ..redis_config(fresh_namespace("outage"), when_unavailable) };
-    let limiter = rt.block_on(make(server.url().to_string(), config, clock.shared())).map_err(|e| CaseError::failed(format!("connect: {e}")))?;
+    let config = RedisLimiterConfig {
+        timeout: OUTAGE_CALL_TIMEOUT,
+        ..redis_config(fresh_namespace("outage"), when_unavailable)
+    };
+    let limiter = rt
+        .block_on(make(server.url().to_string(), config, clock.shared()))
+        .map_err(|e| CaseError::failed(format!("connect: {e}")))?;
     let limits = vec![("user".to_string(), quota(4))];
     let checked = |limiter: &Arc<dyn ErasedRedisLimiter>| {
         // 5s: ten times the configured timeout; a call that takes longer has hung.
@@ -848,7 +930,9 @@ fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
     let back = |d: &Decision| *d != FAIL_OPEN || when_unavailable == WhenUnavailable::FailClosed;
     match within_reconnect_window(|| checked(&limiter).ok()?.ok().filter(back)) {
         Some(_) => Ok(()),
-        None => Err(CaseError::failed("Redis was restarted, but checks still failed 5s later: the limiter must reconnect")),
+        None => {
+            Err(CaseError::failed("Redis was restarted, but checks still failed 5s later: the limiter must reconnect"))
+        }
     }
 }
 
@@ -860,9 +944,17 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     let namespace = fresh_namespace("trips");
     let clock = ManualClock::starting_at(START);
     let limiter = rt
-        .block_on(make(counter.url.clone(), redis_config(namespace.clone(), WhenUnavailable::FailClosed), clock.shared()))
+        .block_on(make(
+            counter.url.clone(),
+            redis_config(namespace.clone(), WhenUnavailable::FailClosed),
+            clock.shared(),
+        ))
         .map_err(|e| CaseError::failed(format!("connect: {e}")))?;
-    let limits = vec![("user-1".to_string(), quota(4)), ("endpoint-/pay".to_string(), quota(3)), ("tenant-9".to_string(), quota(5))];
+    let limits = vec![
+        ("user-1".to_string(), quota(4)),
+        ("endpoint-/pay".to_string(), quota(3)),
+        ("tenant-9".to_string(), quota(5)),
+    ];
     // Warm up (the first call may load the script), then count.
     let _ = rt.block_on(limiter.check(&limits, 1));
     let before = counter.commands();
@@ -889,7 +981,6 @@ pub const L2: Level = Level { number: 2, name: "multi_bucket" };
 pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 pub const L5: Level = Level { number: 5, name: "redis" };
-
 
 /// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
@@ -1003,8 +1094,14 @@ mod tests {
     #[test]
     fn requests_are_validated_before_anything() {
         assert_eq!(validate::<u8>(&[], 1), Err(LimitError::NoLimits));
-        assert_eq!(validate(&[(1, quota(0)), (2, quota(0)), (1, quota(1))], 1), Err(LimitError::DuplicateKey { first: 0, second: 2 }));
-        assert_eq!(validate(&[(1, quota(1)), (2, quota(0))], 2), Err(LimitError::CostExceedsBurst { index: 1, cost: 2, burst: 1 }));
+        assert_eq!(
+            validate(&[(1, quota(0)), (2, quota(0)), (1, quota(1))], 1),
+            Err(LimitError::DuplicateKey { first: 0, second: 2 })
+        );
+        assert_eq!(
+            validate(&[(1, quota(1)), (2, quota(0))], 2),
+            Err(LimitError::CostExceedsBurst { index: 1, cost: 2, burst: 1 })
+        );
     }
 
     #[test]
@@ -1024,7 +1121,13 @@ mod tests {
                 ("Retry-After", "2".to_string()),
             ]
         );
-        let allowed = Decision { allowed: true, remaining: 3, retry_after: Duration::ZERO, reset_after: Duration::ZERO, limiting: 0 };
+        let allowed = Decision {
+            allowed: true,
+            remaining: 3,
+            retry_after: Duration::ZERO,
+            reset_after: Duration::ZERO,
+            limiting: 0,
+        };
         let headers = allowed.headers("a\"b", Quota::new(5, Duration::from_millis(100)).unwrap());
         assert_eq!(headers.len(), 2, "no Retry-After when allowed");
         assert_eq!(headers[0].1, "\"a_b\";q=5;w=1", "quotes are not allowed in the name; windows round up to 1s");

@@ -28,10 +28,10 @@ pub fn availability() -> Result<(), String> {
 
 fn find_binary() -> Result<PathBuf, String> {
     let path = env::var_os("PATH").unwrap_or_default();
-    env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| "no redis-server on the PATH and no REDIS_URL set (install redis-server, e.g. apt-get install redis-server)".to_string())
+    env::split_paths(&path).map(|dir| dir.join("redis-server")).find(|candidate| candidate.is_file()).ok_or_else(|| {
+        "no redis-server on the PATH and no REDIS_URL set (install redis-server, e.g. apt-get install redis-server)"
+            .to_string()
+    })
 }
 
 /// `true` when a missing Redis must fail rather than skip.

@@ -86,9 +86,9 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>]) {
         };
         let _ = writeln!(text, "  {:<20} {passed:>2}/{:<2}  {status}", level.to_string(), cases.len());
     }
-    let first_failure = graded
-        .iter()
-        .find(|g| !g.outcome.passed() && !matches!(g.outcome, Outcome::NotImplemented { .. } | Outcome::Skipped { .. }));
+    let first_failure = graded.iter().find(|g| {
+        !g.outcome.passed() && !matches!(g.outcome, Outcome::NotImplemented { .. } | Outcome::Skipped { .. })
+    });
     match first_failure {
         Some(g) => {
             let _ = writeln!(text, "\n  First failure: {} ({})", g.case.local_id(), g.outcome.label());
@@ -154,8 +154,10 @@ mod tests {
     #[test]
     fn a_stub_gets_a_clean_card() {
         let cases = [case(1, "a"), case(2, "b")];
-        let graded: Vec<Graded> =
-            cases.iter().map(|case| Graded { case, outcome: Outcome::NotImplemented { detail: "todo".into() } }).collect();
+        let graded: Vec<Graded> = cases
+            .iter()
+            .map(|case| Graded { case, outcome: Outcome::NotImplemented { detail: "todo".into() } })
+            .collect();
         let card = render(&graded);
         assert!(!card.contains("First failure"), "{card}");
         assert!(card.contains("Next: kata::l1_lvl::a is still a stub."), "{card}");

@@ -179,7 +179,9 @@ pub fn random<T: Debug + Clone>(
         Ok(()) => Ok(()),
         Err(TestError::Fail(_, minimal)) => match check(&minimal) {
             Err(error) => Err(error),
-            Ok(()) => Err(CaseError::failed(format!("failed once, then passed on the same input (flaky?): {minimal:?}"))),
+            Ok(()) => {
+                Err(CaseError::failed(format!("failed once, then passed on the same input (flaky?): {minimal:?}")))
+            }
         },
         Err(TestError::Abort(reason)) => Err(CaseError::failed(format!("random search aborted: {reason}"))),
     }
@@ -230,10 +232,16 @@ mod tests {
     #[test]
     fn exhaustive_finds_a_shortest_counterexample() {
         let mut seen = 0;
-        let result = exhaustive(&[0u8], |_| vec![Op::Incr, Op::Read], 6, |_| true, |c, ops| {
-            seen += 1;
-            replay::<Saturating, _>(c, ops, buggy)
-        });
+        let result = exhaustive(
+            &[0u8],
+            |_| vec![Op::Incr, Op::Read],
+            6,
+            |_| true,
+            |c, ops| {
+                seen += 1;
+                replay::<Saturating, _>(c, ops, buggy)
+            },
+        );
         let Err(CaseError::Failed(report)) = result else { panic!("bug not found: {result:?}") };
         // Shortest: three increments then a read.
         assert!(report.starts_with("counterexample (4 steps)"), "{report}");
@@ -246,17 +254,26 @@ mod tests {
     fn admissible_prunes_prefixes() {
         let mut lengths = Vec::new();
         let only_incr_first = |ops: &[Op]| matches!(ops[0], Op::Incr);
-        exhaustive(&[0u8], |_| vec![Op::Incr, Op::Read], 2, only_incr_first, |_, ops| {
-            lengths.push(ops.len());
-            Ok(())
-        })
+        exhaustive(
+            &[0u8],
+            |_| vec![Op::Incr, Op::Read],
+            2,
+            only_incr_first,
+            |_, ops| {
+                lengths.push(ops.len());
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(lengths, vec![1, 2, 2]);
     }
 
     #[test]
     fn random_shrinks_to_a_minimal_input() {
-        let strategy = proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(Op::Incr), proptest::strategy::Just(Op::Read)], 1..40);
+        let strategy = proptest::collection::vec(
+            proptest::prop_oneof![proptest::strategy::Just(Op::Incr), proptest::strategy::Just(Op::Read)],
+            1..40,
+        );
         let result = random(strategy, Budget::default(), |ops| replay::<Saturating, _>(&0, ops, buggy));
         let Err(CaseError::Failed(report)) = result else { panic!("bug not found: {result:?}") };
         assert!(report.starts_with("counterexample (4 steps)"), "not minimal: {report}");

@@ -75,7 +75,8 @@ impl Case {
         deadline: Duration,
         run: impl Fn() -> CaseResult + Send + Sync + 'static,
     ) -> Self {
-        let mut case = Case { id: String::new(), exercise, level, name, hint, deadline, needs_redis: false, run: Box::new(run) };
+        let mut case =
+            Case { id: String::new(), exercise, level, name, hint, deadline, needs_redis: false, run: Box::new(run) };
         case.id = case.local_id();
         case
     }

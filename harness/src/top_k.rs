@@ -347,10 +347,25 @@ fn short_letters(with_malformed: bool) -> Vec<Line> {
 }
 
 fn random_lines() -> impl Strategy<Value = (TopKConfig, Vec<Line>)> {
-    let good = (0u64..40, 0usize..USERS.len(), prop::sample::select(vec!["login", "view", "buy"]), prop::sample::select(vec![" ", "\t", "  "]))
+    let good = (
+        0u64..40,
+        0usize..USERS.len(),
+        prop::sample::select(vec!["login", "view", "buy"]),
+        prop::sample::select(vec![" ", "\t", "  "]),
+    )
         .prop_map(|(ts, user, action, sep)| Line(format!("{ts}{sep}{}{sep}{action}", USERS[user])));
-    let bad = prop::sample::select(vec!["", "   ", "12", "12 ann", "12 ann view extra", "x12 ann view", "-3 ann view", "1.5 bob buy", "99999999999999999999 ann view"])
-        .prop_map(line);
+    let bad = prop::sample::select(vec![
+        "",
+        "   ",
+        "12",
+        "12 ann",
+        "12 ann view extra",
+        "x12 ann view",
+        "-3 ann view",
+        "1.5 bob buy",
+        "99999999999999999999 ann view",
+    ])
+    .prop_map(line);
     let lines = proptest::collection::vec(prop_oneof![9 => good, 1 => bad], 1..=60);
     (prop::sample::select(vec![1u64, 3, 5, 10]), 1usize..=4, lines).prop_map(|(w, k, lines)| (config(w, k), lines))
 }
@@ -360,11 +375,30 @@ fn malformed_scenarios() -> Vec<(TopKConfig, Vec<Line>)> {
     vec![
         (w, vec![line("5 ann view"), line(""), line("   \t "), line("6 bob view")]),
         (w, vec![line("5 ann view"), line("6"), line("7 bob"), line("8 bob view now"), line("9 cy view")]),
-        (w, vec![line("abc ann view"), line("-5 ann view"), line("+5 ann view"), line("5.0 ann view"), line("18446744073709551616 ann view"), line("18446744073709551615 ann view")]),
+        (
+            w,
+            vec![
+                line("abc ann view"),
+                line("-5 ann view"),
+                line("+5 ann view"),
+                line("5.0 ann view"),
+                line("18446744073709551616 ann view"),
+                line("18446744073709551615 ann view"),
+            ],
+        ),
         // Tabs, repeated spaces and a trailing \r are all field separators.
         (w, vec![line("5\tann\tview"), line("6  bob   view"), line("7 cy view\r"), line(" 8 ann view ")]),
         // A malformed line with a future timestamp must not move stream time.
-        (w, vec![line("5 ann view"), line("100 bob"), line("6 bob view"), line("100 bob view extra"), line("7 cy view")]),
+        (
+            w,
+            vec![
+                line("5 ann view"),
+                line("100 bob"),
+                line("6 bob view"),
+                line("100 bob view extra"),
+                line("7 cy view"),
+            ],
+        ),
         // User ids are case-sensitive and compared by bytes for ties.
         (config(10, 5), vec![line("1 Bob x"), line("1 bob x"), line("1 Ann x"), line("1 ann x"), line("1 émile x")]),
     ]
@@ -375,14 +409,34 @@ fn edge_scenarios() -> Vec<(TopKConfig, Vec<Line>)> {
         // Window boundaries: (T−W, T] — the event at exactly T−W is out, T−W+1 is in.
         (config(3, 5), vec![line("10 ann x"), line("7 bob x"), line("8 cy x"), line("11 dee x"), line("13 eve x")]),
         // Late events don't move time and are counted as late; out-of-order ones count.
-        (config(5, 3), vec![line("20 ann x"), line("14 bob x"), line("15 bob x"), line("16 cy x"), line("21 ann x"), line("3 ann x")]),
+        (
+            config(5, 3),
+            vec![
+                line("20 ann x"),
+                line("14 bob x"),
+                line("15 bob x"),
+                line("16 cy x"),
+                line("21 ann x"),
+                line("3 ann x"),
+            ],
+        ),
         // k bounds the answer; ties by user id; no zero counts after users leave.
-        (config(2, 2), vec![line("1 cy x"), line("1 bob x"), line("1 ann x"), line("2 cy x"), line("4 dee x"), line("9 eve x")]),
+        (
+            config(2, 2),
+            vec![line("1 cy x"), line("1 bob x"), line("1 ann x"), line("2 cy x"), line("4 dee x"), line("9 eve x")],
+        ),
         // Window 1: only events at exactly T count.
         (config(1, 3), vec![line("5 ann x"), line("5 bob x"), line("6 ann x"), line("5 cy x"), line("6 cy x")]),
         // Timestamps near the top of u64 and a huge window.
         (config(u64::MAX, 2), vec![line("0 ann x"), line("18446744073709551615 bob x"), line("1 cy x")]),
-        (config(10, 2), vec![line("18446744073709551615 ann x"), line("18446744073709551606 bob x"), line("18446744073709551605 cy x")]),
+        (
+            config(10, 2),
+            vec![
+                line("18446744073709551615 ann x"),
+                line("18446744073709551606 bob x"),
+                line("18446744073709551605 cy x"),
+            ],
+        ),
     ]
 }
 
@@ -390,7 +444,8 @@ fn edge_scenarios() -> Vec<(TopKConfig, Vec<Line>)> {
 /// the window, and fall back once everyone has left it.
 fn memory_follows_window(make: Factory) -> CaseResult {
     const WINDOW: u64 = 100;
-    let mut tracker = guarded(|| make(config(WINDOW, 10))).map_err(|p| p.into_case_error("TopK::new(window 100, k 10)"))?;
+    let mut tracker =
+        guarded(|| make(config(WINDOW, 10))).map_err(|p| p.into_case_error("TopK::new(window 100, k 10)"))?;
     let events_per_tick = 20u64;
     for ts in 0..2_000u64 {
         for i in 0..events_per_tick {
@@ -402,7 +457,9 @@ fn memory_follows_window(make: Factory) -> CaseResult {
         let in_window = (WINDOW.min(ts + 1) * events_per_tick) as usize;
         let (users, held) = (tracker.users_in_window(), tracker.memory_entries());
         if users != in_window {
-            return Err(CaseError::failed(format!("at stream time {ts}: users_in_window() = {users}, expected {in_window}")));
+            return Err(CaseError::failed(format!(
+                "at stream time {ts}: users_in_window() = {users}, expected {in_window}"
+            )));
         }
         if held > 4 * in_window + 64 {
             return Err(CaseError::failed(format!(
@@ -432,9 +489,10 @@ pub const L2: Level = Level { number: 2, name: "out_of_order" };
 pub const L3: Level = Level { number: 3, name: "malformed_input" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 
-
 pub fn suite(make: Factory) -> Vec<Case> {
-    let case = |level, name, hint, run: fn(Factory) -> CaseResult| Case::new(EXERCISE, level, name, hint, QUICK, move || run(make));
+    let case = |level, name, hint, run: fn(Factory) -> CaseResult| {
+        Case::new(EXERCISE, level, name, hint, QUICK, move || run(make))
+    };
     vec![
         case(L1, "in_order_sequences",
             "Every short in-order stream over 3 users, window 3, k 1-2. Count the events with T−W < timestamp ≤ T; rank by count descending, then user id ascending.",
@@ -474,7 +532,11 @@ mod tests {
         assert_eq!(parse_line("5 ann view"), Ok(Event { timestamp: 5, user: "ann", action: "view" }));
         assert_eq!(parse_line(" \t"), Err(Malformed::Empty));
         assert_eq!(parse_line("x"), Err(Malformed::BadTimestamp { token: "x".into() }));
-        assert_eq!(parse_line("x y z w"), Err(Malformed::BadTimestamp { token: "x".into() }), "timestamp is checked before the count");
+        assert_eq!(
+            parse_line("x y z w"),
+            Err(Malformed::BadTimestamp { token: "x".into() }),
+            "timestamp is checked before the count"
+        );
         assert_eq!(parse_line("5"), Err(Malformed::MissingUser));
         assert_eq!(parse_line("5 ann"), Err(Malformed::MissingAction));
         assert_eq!(parse_line("5 ann view now"), Err(Malformed::ExtraFields { found: 4 }));

@@ -17,7 +17,9 @@ use crate::clock::{ManualClock, SharedClock, Timestamp};
 pub use crate::linearizability::Key;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED};
+use crate::suite::{
+    guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
+};
 
 /// The contract. Implement it for your `TtlLru<K, V>` in `exercises/src/ttl_lru.rs`.
 ///
@@ -131,14 +133,22 @@ impl fmt::Debug for Config {
 /// One call, or one step of the test's clock.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Op {
-    Insert { key: u8, value: Value, ttl: Duration },
+    Insert {
+        key: u8,
+        value: Value,
+        ttl: Duration,
+    },
     Get(u8),
     Remove(u8),
     Len,
     /// The test moves its `ManualClock` forward.
     Advance(Duration),
     /// `load` returns `value` (and records that it was called).
-    GetOrInsertWith { key: u8, ttl: Duration, value: Value },
+    GetOrInsertWith {
+        key: u8,
+        ttl: Duration,
+        value: Value,
+    },
 }
 
 impl fmt::Debug for Op {
@@ -364,7 +374,11 @@ impl Alphabet {
         ops
     }
 
-    fn strategy(self, capacities: std::ops::RangeInclusive<usize>, max_len: usize) -> impl Strategy<Value = (Config, Vec<Op>)> {
+    fn strategy(
+        self,
+        capacities: std::ops::RangeInclusive<usize>,
+        max_len: usize,
+    ) -> impl Strategy<Value = (Config, Vec<Op>)> {
         let letters = self.letters();
         (capacities, proptest::collection::vec(proptest::sample::select(letters), 1..=max_len))
             .prop_map(|(capacity, ops)| (Config { capacity }, numbered(&ops)))
@@ -373,9 +387,13 @@ impl Alphabet {
 
 fn exhaustive_case(make: Factory, capacities: &[usize], alphabet: Alphabet, max_len: usize) -> CaseResult {
     let configs: Vec<Config> = capacities.iter().map(|&capacity| Config { capacity }).collect();
-    exhaustive(&configs, |_| alphabet.letters(), max_len, keys_in_first_use_order, |config, ops| {
-        replay_on(make, config, &numbered(ops))
-    })
+    exhaustive(
+        &configs,
+        |_| alphabet.letters(),
+        max_len,
+        keys_in_first_use_order,
+        |config, ops| replay_on(make, config, &numbered(ops)),
+    )
 }
 
 fn random_case(make: Factory, capacities: std::ops::RangeInclusive<usize>, alphabet: Alphabet) -> CaseResult {
@@ -403,20 +421,67 @@ fn edge_scenarios() -> Vec<(Config, Vec<Op>)> {
     let ins = |key, value, ttl| Insert { key, value, ttl };
     vec![
         // ttl 0 removes the key and evicts nothing else, even when full.
-        (Config { capacity: 2 }, vec![ins(0, 1, LONG), ins(1, 2, LONG), ins(0, 3, Duration::ZERO), Get(0), Get(1), Len]),
+        (
+            Config { capacity: 2 },
+            vec![ins(0, 1, LONG), ins(1, 2, LONG), ins(0, 3, Duration::ZERO), Get(0), Get(1), Len],
+        ),
         (Config { capacity: 1 }, vec![ins(0, 1, LONG), ins(1, 2, Duration::ZERO), Get(0), Get(1), Len]),
         // Live iff now < t + ttl: at exactly t + ttl the entry is gone.
-        (Config { capacity: 2 }, vec![ins(0, 1, SECOND), Advance(Duration::from_nanos(999_999_999)), Get(0), Advance(Duration::from_nanos(1)), Get(0), Len]),
+        (
+            Config { capacity: 2 },
+            vec![
+                ins(0, 1, SECOND),
+                Advance(Duration::from_nanos(999_999_999)),
+                Get(0),
+                Advance(Duration::from_nanos(1)),
+                Get(0),
+                Len,
+            ],
+        ),
         // A huge TTL never expires and never overflows.
-        (Config { capacity: 2 }, vec![ins(0, 1, Duration::MAX), Advance(Duration::from_secs(1 << 40)), Get(0), ins(0, 2, Duration::MAX), Len]),
+        (
+            Config { capacity: 2 },
+            vec![
+                ins(0, 1, Duration::MAX),
+                Advance(Duration::from_secs(1 << 40)),
+                Get(0),
+                ins(0, 2, Duration::MAX),
+                Len,
+            ],
+        ),
         // get refreshes recency but not the TTL.
-        (Config { capacity: 2 }, vec![ins(0, 1, SECOND), Advance(Duration::from_millis(900)), Get(0), Advance(Duration::from_millis(100)), Get(0), Len]),
+        (
+            Config { capacity: 2 },
+            vec![
+                ins(0, 1, SECOND),
+                Advance(Duration::from_millis(900)),
+                Get(0),
+                Advance(Duration::from_millis(100)),
+                Get(0),
+                Len,
+            ],
+        ),
         // An expired entry gives up its slot before any live one is evicted.
-        (Config { capacity: 2 }, vec![ins(0, 1, LONG), ins(1, 2, SECOND), Get(0), Advance(SECOND), ins(2, 3, LONG), Get(0), Get(2), Len]),
+        (
+            Config { capacity: 2 },
+            vec![ins(0, 1, LONG), ins(1, 2, SECOND), Get(0), Advance(SECOND), ins(2, 3, LONG), Get(0), Get(2), Len],
+        ),
         // Replacing an expired key is a fresh insert: returns None.
         (Config { capacity: 1 }, vec![ins(0, 1, SECOND), Advance(SECOND), ins(0, 2, SECOND), Get(0), Remove(0), Len]),
         // Advancing far frees every slot.
-        (Config { capacity: 3 }, vec![ins(0, 1, SECOND), ins(1, 2, SECOND), ins(2, 3, SECOND), Advance(LONG), Len, Get(1), ins(3, 4, SECOND), Len]),
+        (
+            Config { capacity: 3 },
+            vec![
+                ins(0, 1, SECOND),
+                ins(1, 2, SECOND),
+                ins(2, 3, SECOND),
+                Advance(LONG),
+                Len,
+                Get(1),
+                ins(3, 4, SECOND),
+                Len,
+            ],
+        ),
     ]
 }
 
@@ -511,7 +576,8 @@ fn other_keys_proceed(make: Factory) -> CaseResult {
         })
     };
     if started_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        let outcome = loader.join().map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with(k0)"));
+        let outcome =
+            loader.join().map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with(k0)"));
         outcome?;
         return Err(CaseError::failed("get_or_insert_with(k0, ..) on a missing key returned without calling load"));
     }
@@ -543,7 +609,8 @@ fn other_keys_proceed(make: Factory) -> CaseResult {
             ))
         }
     }
-    let loaded = loader.join().map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with(k0)"))?;
+    let loaded =
+        loader.join().map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with(k0)"))?;
     let _ = other.join();
     if loaded != 7 {
         return Err(CaseError::failed(format!("get_or_insert_with(k0, || 7) returned {loaded}")));
@@ -598,7 +665,10 @@ fn panicking_loader(make: Factory) -> CaseResult {
         // The waiter ended without answering: it panicked.
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             let panic = waiter.join().err().map(|p| Panic::from_payload(p.as_ref()));
-            return Err(panic.map_or_else(|| CaseError::failed(format!("{context}: ended without an answer")), |p| p.into_case_error(context)));
+            return Err(panic.map_or_else(
+                || CaseError::failed(format!("{context}: ended without an answer")),
+                |p| p.into_case_error(context),
+            ));
         }
         // Still blocked: never join it (that would hang the case too).
         Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -608,7 +678,9 @@ fn panicking_loader(make: Factory) -> CaseResult {
         }
     };
     if (value, calls) != (9, 1) {
-        return Err(CaseError::failed(format!("{context}: got {value} with its load called {calls} times, expected 9 with 1 call")));
+        return Err(CaseError::failed(format!(
+            "{context}: got {value} with its load called {calls} times, expected 9 with 1 call"
+        )));
     }
     let after = guarded(|| (cache.get(&Key(0)), cache.insert(Key(1), 1, LONG), cache.len()))
         .map_err(|p| p.into_case_error("after a load panicked: get(k0), insert(k1, 1), len()"))?;
@@ -629,7 +701,6 @@ pub const L1: Level = Level { number: 1, name: "lru" };
 pub const L2: Level = Level { number: 2, name: "ttl" };
 pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "single_flight" };
-
 
 /// Every graded case of the exercise, in level order, for the implementation `make` builds.
 pub fn suite(make: Factory) -> Vec<Case> {
@@ -717,7 +788,10 @@ mod tests {
             ],
             2,
         );
-        assert_eq!(out, vec![Output::Value(None), Output::Value(None), Output::Len(1), Output::Nothing, Output::Value(None)]);
+        assert_eq!(
+            out,
+            vec![Output::Value(None), Output::Value(None), Output::Len(1), Output::Nothing, Output::Value(None)]
+        );
     }
 
     #[test]
@@ -739,7 +813,11 @@ mod tests {
 
     #[test]
     fn numbering_makes_values_distinct() {
-        let ops = numbered(&[Op::Insert { key: 0, value: 0, ttl: LONG }, Op::Len, Op::GetOrInsertWith { key: 0, ttl: LONG, value: 0 }]);
+        let ops = numbered(&[
+            Op::Insert { key: 0, value: 0, ttl: LONG },
+            Op::Len,
+            Op::GetOrInsertWith { key: 0, ttl: LONG, value: 0 },
+        ]);
         assert_eq!(ops[0], Op::Insert { key: 0, value: 100, ttl: LONG });
         assert_eq!(ops[2], Op::GetOrInsertWith { key: 0, ttl: LONG, value: 102 });
     }

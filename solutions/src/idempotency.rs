@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use harness::clock::{SharedClock, Timestamp};
 use harness::idempotency::{
-    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError,
-    StoreUnavailable,
+    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, RedisIdempotencyStore,
+    RedisStoreConfig, Response, SettleError, StoreUnavailable,
 };
 use harness::redis_server::connect_with_timeout;
 use hashbrown::{DefaultHashBuilder, Equivalent, HashMap};
@@ -214,7 +214,10 @@ impl RedisStore {
     }
 
     /// Runs a prepared script call within the timeout.
-    async fn call<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, StoreUnavailable> {
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreUnavailable> {
         let mut connection = self.connection.clone();
         match tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut connection)).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -265,8 +268,13 @@ impl RedisIdempotencyStore for RedisStore {
         let unexpected = || StoreUnavailable(format!("unexpected script reply {:?}", text(0)));
         Ok(match text(0).as_str() {
             "mismatch" => Begin::Mismatch,
-            "replay" => Begin::Replay(Response { status: number(1).ok_or_else(unexpected)? as u16, body: reply.get(2).cloned().unwrap_or_default() }),
-            "inflight" => Begin::InFlight { retry_after: std::time::Duration::from_micros(number(1).ok_or_else(unexpected)?) },
+            "replay" => Begin::Replay(Response {
+                status: number(1).ok_or_else(unexpected)? as u16,
+                body: reply.get(2).cloned().unwrap_or_default(),
+            }),
+            "inflight" => {
+                Begin::InFlight { retry_after: std::time::Duration::from_micros(number(1).ok_or_else(unexpected)?) }
+            }
             "execute" => Begin::Execute(Lease { token: number(1).ok_or_else(unexpected)? }),
             _ => return Err(unexpected()),
         })

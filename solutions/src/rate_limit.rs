@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use harness::clock::SharedClock;
 use harness::rate_limit::{
-    validate, Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable, FAIL_OPEN,
+    validate, Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter,
+    WhenUnavailable, FAIL_OPEN,
 };
 use harness::redis_server::connect_with_timeout;
 use hashbrown::{DefaultHashBuilder, HashMap};
@@ -249,7 +250,11 @@ fn parse_reply(reply: &[String], quotas: &[Quota]) -> Option<Decision> {
 }
 
 impl RedisRateLimiter for RedisLimiter {
-    async fn connect(url: &str, config: RedisLimiterConfig, clock: harness::clock::SharedClock) -> Result<Self, RedisLimitError> {
+    async fn connect(
+        url: &str,
+        config: RedisLimiterConfig,
+        clock: harness::clock::SharedClock,
+    ) -> Result<Self, RedisLimitError> {
         let connection = connect_with_timeout(url, config.timeout).await.map_err(RedisLimitError::Unavailable)?;
         Ok(RedisLimiter { config, clock, connection, script: redis::Script::new(GCRA_SCRIPT) })
     }
@@ -267,12 +272,16 @@ impl RedisRateLimiter for RedisLimiter {
             invocation.arg(period).arg(period * u64::from(quota.burst()));
         }
         let mut connection = self.connection.clone();
-        let reply = match tokio::time::timeout(self.config.timeout, invocation.invoke_async::<Vec<String>>(&mut connection)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return self.unavailable(e.to_string()),
-            Err(_) => return self.unavailable(format!("no answer within {:?}", self.config.timeout)),
-        };
+        let reply =
+            match tokio::time::timeout(self.config.timeout, invocation.invoke_async::<Vec<String>>(&mut connection))
+                .await
+            {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => return self.unavailable(e.to_string()),
+                Err(_) => return self.unavailable(format!("no answer within {:?}", self.config.timeout)),
+            };
         let quotas: Vec<Quota> = limits.iter().map(|(_, q)| *q).collect();
-        parse_reply(&reply, &quotas).ok_or_else(|| RedisLimitError::Unavailable(format!("unexpected script reply {reply:?}")))
+        parse_reply(&reply, &quotas)
+            .ok_or_else(|| RedisLimitError::Unavailable(format!("unexpected script reply {reply:?}")))
     }
 }

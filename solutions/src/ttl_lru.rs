@@ -97,7 +97,13 @@ fn unpack_expiry_key(key: ExpiryKey) -> (Timestamp, Slot) {
 
 impl<K: Eq, V> Entries<K, V> {
     fn new() -> Self {
-        Entries { index: HashTable::new(), nodes: Nodes(Vec::new()), head: NIL, tail: NIL, by_expiry: BinaryHeap::new() }
+        Entries {
+            index: HashTable::new(),
+            nodes: Nodes(Vec::new()),
+            head: NIL,
+            tail: NIL,
+            by_expiry: BinaryHeap::new(),
+        }
     }
 
     fn len(&self) -> usize {

@@ -70,7 +70,9 @@ impl<const BUG: u8> Flawed<BUG> {
         match records.map.get(id) {
             None => Err(LeaseError::NoSuchRecord),
             Some((_, State::Completed { .. })) => Err(LeaseError::AlreadyCompleted),
-            Some((_, State::InProgress { token: current, .. })) if *current != token && BUG != STALE_COMPLETE_ACCEPTED => {
+            Some((_, State::InProgress { token: current, .. }))
+                if *current != token && BUG != STALE_COMPLETE_ACCEPTED =>
+            {
                 Err(LeaseError::StaleToken)
             }
             Some(_) => Ok(()),

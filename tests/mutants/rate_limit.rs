@@ -134,7 +134,9 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawe
 /// (whose own correctness the reference trials establish).
 pub mod redis_backed {
     use harness::clock::SharedClock;
-    use harness::rate_limit::{Decision, Quota, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable};
+    use harness::rate_limit::{
+        Decision, Quota, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable,
+    };
     use solutions::rate_limit::RedisLimiter;
 
     pub const EXTRA_ROUND_TRIP: u8 = 1;
@@ -149,18 +151,28 @@ pub mod redis_backed {
     }
 
     impl<const BUG: u8> RedisRateLimiter for FlawedRedis<BUG> {
-        async fn connect(url: &str, mut config: RedisLimiterConfig, clock: SharedClock) -> Result<Self, RedisLimitError> {
+        async fn connect(
+            url: &str,
+            mut config: RedisLimiterConfig,
+            clock: SharedClock,
+        ) -> Result<Self, RedisLimitError> {
             if BUG == IGNORES_FAIL_OPEN {
                 config.when_unavailable = WhenUnavailable::FailClosed;
             }
             if BUG == NAMESPACE_PER_INSTANCE {
                 // The bug: state private to each instance instead of shared.
                 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                config.namespace = format!("{}-{}", config.namespace, NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+                config.namespace =
+                    format!("{}-{}", config.namespace, NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
             }
             let side = if BUG == EXTRA_ROUND_TRIP {
                 let client = redis::Client::open(url).map_err(|e| RedisLimitError::Unavailable(e.to_string()))?;
-                Some(client.get_multiplexed_async_connection().await.map_err(|e| RedisLimitError::Unavailable(e.to_string()))?)
+                Some(
+                    client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|e| RedisLimitError::Unavailable(e.to_string()))?,
+                )
             } else {
                 None
             };

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use harness::clock::SharedClock;
 use harness::idempotency::{
-    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError,
-    StoreUnavailable,
+    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, LeaseError, RedisIdempotencyStore, RedisStoreConfig,
+    Response, SettleError, StoreUnavailable,
 };
-use harness::rate_limit::{Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter};
+use harness::rate_limit::{
+    Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter,
+};
 use harness::top_k::{Ingested, LineError, SlidingTopK, TopKConfig};
 use harness::ttl_lru::TtlLruCache;
 
