@@ -1,5 +1,6 @@
 //! ARCHITECTURE.md's structural invariants, checked on the source tree itself.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -48,5 +49,46 @@ fn the_harness_depends_on_neither_attempts_nor_references() {
             !manifest.lines().any(|l| l.trim_start().starts_with(crate_name)),
             "harness/Cargo.toml must not depend on {crate_name}"
         );
+    }
+}
+
+/// The names a crate's manifest lists under `[dependencies]`.
+fn dependencies(crate_dir: &str) -> BTreeSet<String> {
+    let path = root().join(crate_dir).join("Cargo.toml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let manifest: toml::Table = text.parse().unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+    manifest.get("dependencies").and_then(|d| d.as_table()).map(|d| d.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// `pub struct`/`pub enum` names declared in a source file.
+fn public_types(path: &Path) -> BTreeSet<String> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.strip_prefix("pub struct ").or_else(|| line.strip_prefix("pub enum ")))
+        .map(|rest| rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+        .collect()
+}
+
+/// A reference file can be copied over an attempt as is: the exercises crate offers
+/// every crate the references use, and each attempt module has a reference module of
+/// the same name declaring every public type the attempt does (what the rest of the
+/// exercises crate, its benches and tests name).
+#[test]
+fn references_drop_in_over_attempts() {
+    let (offered, used) = (dependencies("exercises"), dependencies("solutions"));
+    assert!(used.contains("harness") && used.len() > 2, "read no dependencies from solutions/Cargo.toml: {used:?}");
+    let missing: Vec<_> = used.difference(&offered).collect();
+    assert!(missing.is_empty(), "solutions use crates exercises/Cargo.toml does not offer: {missing:?}");
+
+    let mut attempts = Vec::new();
+    rust_files(&root().join("exercises/src"), &mut attempts);
+    assert!(attempts.len() >= 5, "found only {} attempt files", attempts.len());
+    for attempt in attempts.iter().filter(|f| !f.ends_with("lib.rs")) {
+        let reference = root().join("solutions/src").join(attempt.file_name().expect("a file name"));
+        assert!(reference.exists(), "{} has no reference {}", attempt.display(), reference.display());
+        let (named, declared) = (public_types(attempt), public_types(&reference));
+        assert!(!named.is_empty(), "no public types found in {}", attempt.display());
+        let missing: Vec<_> = named.difference(&declared).collect();
+        assert!(missing.is_empty(), "{} does not declare {missing:?}", reference.display());
     }
 }
