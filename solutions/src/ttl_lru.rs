@@ -362,11 +362,11 @@ struct Landing<'a, K: Hash + Eq + Clone, V: Clone> {
 impl<K: Hash + Eq + Clone, V: Clone> Drop for Landing<'_, K, V> {
     fn drop(&mut self) {
         let cache = self.cache;
+        let hash = cache.hash(&self.key);
         {
             let mut state = cache.state.lock();
             if let Some(value) = self.loaded.take() {
                 let now = cache.clock.now();
-                let hash = cache.hash(&self.key);
                 state.entries.insert(hash, self.key.clone(), value, self.ttl, now, cache.capacity);
             }
             state.loading.remove(&self.key);
