@@ -173,7 +173,7 @@ impl<K: Eq, V> Entries<K, V> {
     fn remove_slot(&mut self, slot: Slot) -> Node<K, V> {
         self.unlink(slot);
         self.reindex(slot, None);
-        let last = (self.nodes.0.len() - 1) as Slot;
+        let last = (self.len() - 1) as Slot;
         if slot != last {
             self.reindex(last, Some(slot));
             let Node { prev, next, expires, .. } = self.nodes[last];
@@ -234,7 +234,6 @@ impl<K: Eq, V> Entries<K, V> {
 
     /// `insert` of the contract, at time `now`, for a key whose hash is `hash`.
     fn insert(&mut self, hash: u64, key: K, value: V, ttl: Duration, now: Timestamp, capacity: usize) -> Option<V> {
-        let capacity = capacity.min(MAX_NODES);
         let expires = now + ttl;
         if expires <= now || capacity == 0 {
             // ttl 0 (or nowhere to store): the insert is a remove.
@@ -304,6 +303,7 @@ struct State<K, V> {
 
 /// A thread-safe TTL+LRU cache with single-flight loading.
 pub struct TtlLru<K, V> {
+    /// At most [`MAX_NODES`].
     capacity: usize,
     clock: SharedClock,
     /// Hashes keys for `entries`' table; used before the lock is taken.
@@ -382,7 +382,8 @@ where
 {
     fn new(capacity: usize, clock: SharedClock) -> Self {
         let state = Mutex::new(State { entries: Entries::new(), loading: HashMap::new() });
-        TtlLru { capacity, clock, hasher: DefaultHashBuilder::default(), state }
+        // Slots are 32-bit: beyond MAX_NODES entries, evict as if full.
+        TtlLru { capacity: capacity.min(MAX_NODES), clock, hasher: DefaultHashBuilder::default(), state }
     }
 
     #[inline]
