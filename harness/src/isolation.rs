@@ -47,6 +47,8 @@ enum WireVerdict {
 pub fn serve_child_if_requested(cases: &[Case]) {
     let Ok(id) = env::var(CASE_ENV) else { return };
     IN_CHILD.store(true, Ordering::SeqCst);
+    // Memory levels measure the real heap: count every allocation the case makes.
+    crate::heap::enable();
     install_quiet_panic_hook();
     if let Some(limit) = env::var(MEMORY_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
         // Best effort: if the limit cannot be set the case still runs, just unbounded.

@@ -5,12 +5,14 @@
 //!   the contract trait, its model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends;
-//!   [`redis_server`]: a private Redis server for the distributed levels.
+//!   [`redis_server`]: a private Redis server for the distributed levels;
+//!   [`heap`]: the counting allocator the memory levels measure with.
 //!
 //! This crate never depends on `exercises` or `solutions`: suites are handed the
 //! implementation to grade.
 
 pub mod clock;
+pub mod heap;
 pub mod idempotency;
 pub mod isolation;
 pub mod libtest;
