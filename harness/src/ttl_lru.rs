@@ -14,17 +14,21 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
-pub use crate::linearizability::Key;
-use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
+use crate::linearizability::{check_histories, contention_point, set_forced_yields, HistoryBudget, SplitMix};
+pub use crate::linearizability::{Key, Payload};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{
     guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
 };
+use crate::watchdog::InFlight;
 
 /// The contract. Implement it for your `TtlLru<K, V>` in `exercises/src/ttl_lru.rs`.
 ///
 /// * An entry inserted at time `t` with `ttl` d is **live** iff `now < t + d`. Only
 ///   live entries are ever returned or counted; an expired entry behaves as absent.
+///   `t + d` saturates at [`Timestamp::MAX`], which no clock ever reads (clocks stop at
+///   [`Timestamp::LATEST`]): a `ttl` reaching past the clock's range, such as
+///   `Duration::MAX`, never expires, and computing it must never overflow.
 /// * `capacity` bounds the live entries. Inserting a new key when `capacity` live
 ///   entries (other than that key) exist evicts the least recently used live entry.
 ///   A live entry is never evicted while an expired one still holds a slot.
@@ -66,6 +70,10 @@ where
     /// The live value of `key` (a hit, as `get`), or else calls `load` once, inserts its
     /// value with `ttl` (as `insert`) and returns it.
     ///
+    /// The loaded value is stored as `insert` would store it at the moment it lands: its
+    /// TTL counts from then, not from the call's start (a load may take a while, and
+    /// the clock moves meanwhile).
+    ///
     /// Single flight: concurrent callers on the same missing key run **one** `load` and
     /// all get its value; calls on other keys proceed while `load` runs (no lock held
     /// across it); calls that change the same key (`insert`, `remove`) take effect after
@@ -88,21 +96,23 @@ pub trait ErasedCache: Send + Sync {
     fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value;
 }
 
-impl<C: TtlLruCache<Key, Value>> ErasedCache for C {
+/// Attempts store [`Payload`]s (whose clone is a forced-yield point); the suite speaks
+/// in plain numbers.
+impl<C: TtlLruCache<Key, Payload>> ErasedCache for C {
     fn insert(&self, key: Key, value: Value, ttl: Duration) -> Option<Value> {
-        TtlLruCache::insert(self, key, value, ttl)
+        TtlLruCache::insert(self, key, Payload(value), ttl).map(|v| v.0)
     }
     fn get(&self, key: &Key) -> Option<Value> {
-        TtlLruCache::get(self, key)
+        TtlLruCache::get(self, key).map(|v| v.0)
     }
     fn remove(&self, key: &Key) -> Option<Value> {
-        TtlLruCache::remove(self, key)
+        TtlLruCache::remove(self, key).map(|v| v.0)
     }
     fn len(&self) -> usize {
         TtlLruCache::len(self)
     }
     fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value {
-        TtlLruCache::get_or_insert_with(self, key, ttl, load)
+        TtlLruCache::get_or_insert_with(self, key, ttl, || Payload(load())).0
     }
 }
 
@@ -110,7 +120,7 @@ impl<C: TtlLruCache<Key, Value>> ErasedCache for C {
 pub type Factory = fn(usize, SharedClock) -> Arc<dyn ErasedCache>;
 
 /// The factory for implementation `C`.
-pub fn factory<C: TtlLruCache<Key, Value> + 'static>() -> Factory {
+pub fn factory<C: TtlLruCache<Key, Payload> + 'static>() -> Factory {
     |capacity, clock| Arc::new(C::new(capacity, clock))
 }
 
@@ -236,6 +246,43 @@ impl Spec for TtlLruSpec {
         Model { capacity: config.capacity, now: Timestamp::ZERO, entries: Vec::new() }
     }
 
+    fn hint(op: &Op, expected: &Output, actual: &Output) -> Option<&'static str> {
+        Some(match (op, expected, actual) {
+            (Op::Len, ..) => {
+                "len() counts live entries only: an expired entry is not counted, even before anything sweeps it, \
+                 and a replaced key counts once."
+            }
+            (Op::Get(_) | Op::Remove(_), Output::Value(None), Output::Value(Some(_))) => {
+                "This key must be gone here: it expired (live iff now < inserted_at + ttl; the boundary instant is \
+                 expired, and get never extends a TTL), was evicted as the least recently used, was removed, or was \
+                 inserted with ttl 0 (which acts as remove)."
+            }
+            (Op::Get(_) | Op::Remove(_), Output::Value(Some(_)), Output::Value(None)) => {
+                "A live entry went missing: a key is evicted only when a new key arrives while `capacity` live entries \
+                 exist, and then the least recently used one goes (insert and get hits are uses); expired entries give \
+                 up their slots first, and replacing a key evicts nothing."
+            }
+            (Op::Get(_) | Op::Remove(_), ..) => {
+                "The value is not the one last stored under this key: insert replaces the value (and resets the TTL)."
+            }
+            (Op::Insert { .. }, ..) => {
+                "insert returns the previous value only if it was still live (None after expiry, eviction or removal)."
+            }
+            (
+                Op::GetOrInsertWith { .. },
+                Output::Loaded { called_load: e, .. },
+                Output::Loaded { called_load: a, .. },
+            ) if e != a => {
+                "A live key is a hit (load is not called, and the hit counts as a use); a missing or expired key \
+                 calls load exactly once and stores its value as insert would."
+            }
+            (Op::GetOrInsertWith { .. }, ..) => {
+                "get_or_insert_with returns the live value on a hit, else the value its load returned."
+            }
+            (Op::Advance(_), ..) => return None,
+        })
+    }
+
     fn step(model: &mut Model, op: &Op) -> Output {
         // Expired entries are unobservable: dropping them keeps the state canonical.
         let now = model.now;
@@ -249,7 +296,7 @@ impl Spec for TtlLruSpec {
             Op::Remove(key) => Output::Value(model.take(key).map(|e| e.1)),
             Op::Len => Output::Len(model.entries.len()),
             Op::Advance(d) => {
-                model.now = model.now + d;
+                model.now = model.now.advanced(d);
                 Output::Nothing
             }
             Op::GetOrInsertWith { key, ttl, value } => match model.take(key) {
@@ -280,7 +327,11 @@ fn apply(cache: &dyn ErasedCache, clock: &ManualClock, op: &Op) -> Output {
         Op::GetOrInsertWith { key, ttl, value } => {
             let mut called_load = false;
             let value = cache.get_or_insert_with(Key(key.into()), ttl, &mut || {
+                let _in_flight = InFlight::new(format!("the load of k{key} (returning {value})"));
                 called_load = true;
+                // A load takes a while: in concurrency cases other calls run meanwhile.
+                contention_point();
+                contention_point();
                 value
             });
             Output::Loaded { value, called_load }
@@ -449,6 +500,22 @@ fn edge_scenarios() -> Vec<(Config, Vec<Op>)> {
                 Len,
             ],
         ),
+        // The clock stops short of "never": a Duration::MAX entry outlives a saturated
+        // clock, even one inserted at the clock's last instant; a finite TTL does not.
+        (
+            Config { capacity: 3 },
+            vec![
+                ins(0, 1, Duration::MAX),
+                ins(1, 2, Duration::from_secs(1 << 40)),
+                Advance(Duration::MAX),
+                Get(0),
+                Get(1),
+                ins(2, 3, Duration::from_nanos(1)),
+                Advance(Duration::from_secs(1)),
+                Get(2),
+                Len,
+            ],
+        ),
         // get refreshes recency but not the TTL.
         (
             Config { capacity: 2 },
@@ -492,6 +559,9 @@ fn edge_scenarios() -> Vec<(Config, Vec<Op>)> {
 /// Small shapes first (the first failure shown is small), then wider ones.
 const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 3, 300), (3, 4, 300), (4, 5, 150)], seed: 0x5eed };
 
+/// Real threads on one cache. The test clock moves while they run (any thread may
+/// draw a clock step), TTLs are short enough to expire mid-history, and key hashing,
+/// key comparison, value clones, clock reads and loads all yield now and then.
 fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
     set_forced_yields(true);
     let config = Config { capacity };
@@ -499,24 +569,61 @@ fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
         let key = rng.below(3) as u8;
         // Distinct values per thread and draw, so every write is identifiable.
         let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
-        match rng.below(if loads { 7 } else { 5 }) {
-            0 | 1 => Op::Insert { key, value, ttl: if rng.below(6) == 0 { Duration::ZERO } else { LONG } },
+        let ttl = match rng.below(8) {
+            0 => Duration::ZERO,
+            1..=3 => SECOND,
+            _ => LONG,
+        };
+        match rng.below(if loads { 9 } else { 7 }) {
+            0 | 1 => Op::Insert { key, value, ttl },
             2 => Op::Get(key),
             3 => Op::Remove(key),
             4 => Op::Len,
-            _ => Op::GetOrInsertWith { key, ttl: LONG, value },
+            5 => Op::Advance(SECOND),
+            6 => Op::Get(key),
+            _ => Op::GetOrInsertWith { key, ttl, value },
         }
     };
-    let clock = ManualClock::new();
     let result = check_histories::<TtlLruSpec, _>(
         &config,
         HISTORIES,
         pick,
-        || build(make, capacity, &clock),
-        |cache, op| apply(cache.as_ref(), &clock, op),
+        || {
+            let clock = ManualClock::new();
+            Ok((build(make, capacity, &clock)?, clock))
+        },
+        |(cache, clock), op| apply(cache.as_ref(), clock, op),
     );
     set_forced_yields(false);
     result
+}
+
+/// A load that takes 600ms of test time, with ttl 1s: the entry lives until 1s after
+/// it landed (the contract: stored as `insert` would store it when it lands).
+fn ttl_from_landing(make: Factory) -> CaseResult {
+    let clock = ManualClock::new();
+    let cache = build(make, 4, &clock)?;
+    let steps = "cache = TtlLru::new(capacity 4), clock at t=0\n\
+                 get_or_insert_with(k0, ttl 1s, || { clock.advance(600ms); 7 }), clock.advance(500ms), get(k0), \
+                 clock.advance(500ms), get(k0)";
+    let seen = guarded(|| {
+        let loaded = cache.get_or_insert_with(Key(0), SECOND, &mut || {
+            clock.advance(Duration::from_millis(600));
+            7
+        });
+        clock.advance(Duration::from_millis(500));
+        let at_1100ms = cache.get(&Key(0));
+        clock.advance(Duration::from_millis(500));
+        (loaded, at_1100ms, cache.get(&Key(0)))
+    })
+    .map_err(|p| p.into_case_error(steps))?;
+    if seen != (7, Some(7), None) {
+        return Err(CaseError::failed(format!(
+            "{steps}\nreturned {seen:?}, expected (7, Some(7), None): the value landed at t=600ms with ttl 1s, \
+             so it is live at t=1.1s and expired at t=1.6s"
+        )));
+    }
+    Ok(())
 }
 
 /// N callers on one missing key: exactly one load runs and all get its value.
@@ -532,11 +639,15 @@ fn loads_once(make: Factory) -> CaseResult {
                     let (cache, loads, barrier) = (&cache, &loads, &barrier);
                     s.spawn(move || {
                         barrier.wait();
-                        cache.get_or_insert_with(Key(round.into()), LONG, &mut || {
-                            loads.fetch_add(1, Ordering::SeqCst);
-                            // A slow load: the window in which the others arrive.
-                            thread::sleep(Duration::from_millis(20));
-                            caller
+                        let call = format!("caller {caller}: get_or_insert_with(k{round}, ..)");
+                        crate::watchdog::call(call, || {
+                            cache.get_or_insert_with(Key(round.into()), LONG, &mut || {
+                                let _in_flight = InFlight::new(format!("caller {caller}'s load of k{round}"));
+                                loads.fetch_add(1, Ordering::SeqCst);
+                                // A slow load: the window in which the others arrive.
+                                thread::sleep(Duration::from_millis(20));
+                                caller
+                            })
                         })
                     })
                 })
@@ -741,6 +852,10 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L4, "random_sequences",
             "Longer random sequences mixing loads with inserts, TTLs and clock steps: a load stores its value exactly as insert would (same eviction, same TTL).",
             QUICK, |make| random_case(make, 1..=5, RANDOM_LOADS)),
+        case(L4, "ttl_from_landing",
+            "A loaded value is stored as insert would store it when the load returns: read the clock after the load, \
+             so its TTL counts from the landing, not from the call's start.",
+            QUICK, ttl_from_landing),
         case(L4, "loads_once",
             "Concurrent callers on one missing key must share one load: record an in-flight marker for the key, and make later callers wait for it instead of loading.",
             THREADED, loads_once),

@@ -31,6 +31,15 @@ pub const LOCK_HELD_DURING_LOAD: u8 = 13;
 pub const WAITERS_STRANDED_BY_PANIC: u8 = 14;
 pub const LOAD_HIT_SKIPS_RECENCY: u8 = 15;
 pub const WRITES_IGNORE_LOADING: u8 = 16;
+/// Reads the clock once, before the load, and counts the loaded entry's TTL from there.
+pub const LOAD_TTL_FROM_START: u8 = 17;
+/// A read-lock-style get: finds the value in one critical section, moves it to the
+/// front in a second one (if still there); an eviction can slip in between.
+pub const GET_RECENCY_SPLIT: u8 = 18;
+/// Clears the in-flight marker when a load lands but never wakes the waiters.
+pub const LOST_WAKEUP: u8 = 19;
+/// Caps every TTL at 100 years instead of treating a huge one as "never".
+pub const TTL_CAPPED: u8 = 20;
 
 pub const MISBEHAVES_TODO: u8 = 100;
 pub const MISBEHAVES_INFINITE_LOOP: u8 = 101;
@@ -84,6 +93,9 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Flawed<K, V, BUG> {
     }
 
     fn expiry(&self, now: Timestamp, ttl: Duration) -> Timestamp {
+        if BUG == TTL_CAPPED {
+            return now + ttl.min(Duration::from_secs(100 * 365 * 24 * 3600));
+        }
         if BUG == TTL_OVERFLOWS {
             Timestamp::from_nanos(now.as_nanos() + ttl.as_nanos() as u64)
         } else {
@@ -168,7 +180,9 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Drop for Landing<'_, K, V, B
             return;
         }
         self.cache.lock().loading.retain(|k| k != &self.key);
-        self.cache.load_landed.notify_all();
+        if BUG != LOST_WAKEUP {
+            self.cache.load_landed.notify_all();
+        }
     }
 }
 
@@ -202,6 +216,16 @@ where
         let mut state = self.lock();
         let now = self.clock.now();
         let at = self.live_position(&state, key, now)?;
+        if BUG == GET_RECENCY_SPLIT {
+            let value = state.entries[at].value.clone();
+            drop(state);
+            let mut state = self.lock();
+            if let Some(at) = state.entries.iter().position(|e| &e.key == key) {
+                let entry = state.entries.remove(at);
+                state.entries.push(entry);
+            }
+            return Some(value);
+        }
         if BUG == GET_REFRESHES_TTL {
             let entry = &mut state.entries[at];
             entry.expires = now + entry.ttl;
@@ -254,7 +278,7 @@ where
         let value = load();
         {
             let mut state = self.lock();
-            let now = self.clock.now();
+            let now = if BUG == LOAD_TTL_FROM_START { now } else { self.clock.now() };
             self.take(&mut state, &key, now);
             self.store(&mut state, key, value.clone(), ttl, now, false);
         }
