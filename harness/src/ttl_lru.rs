@@ -45,6 +45,8 @@ where
     V: Clone + Send + Sync,
 {
     /// An empty cache holding at most `capacity` live entries, reading time from `clock`.
+    /// Any `capacity` is allowed, `usize::MAX` included: allocate as entries arrive,
+    /// not in proportion to `capacity`.
     fn new(capacity: usize, clock: SharedClock) -> Self;
 
     /// Stores `value` under `key` until `now + ttl`. On a live key: replaces the value,
@@ -400,7 +402,7 @@ fn keys_in_first_use_order(ops: &[Op]) -> bool {
 struct Alphabet {
     keys: u8,
     ttls: &'static [Duration],
-    advance: Option<Duration>,
+    advances: &'static [Duration],
     loads: bool,
     removes: bool,
 }
@@ -421,17 +423,20 @@ impl Alphabet {
             }
         }
         ops.push(Op::Len);
-        ops.extend(self.advance.map(Op::Advance));
+        ops.extend(self.advances.iter().copied().map(Op::Advance));
         ops
     }
 
+    /// Random configs and sequences: small capacities mostly, and now and then a huge
+    /// one (the contract allows any `usize`, so `new` must not allocate for it).
     fn strategy(
         self,
         capacities: std::ops::RangeInclusive<usize>,
         max_len: usize,
     ) -> impl Strategy<Value = (Config, Vec<Op>)> {
         let letters = self.letters();
-        (capacities, proptest::collection::vec(proptest::sample::select(letters), 1..=max_len))
+        let capacity = prop_oneof![8 => capacities, 1 => Just(1 << 40), 1 => Just(usize::MAX)];
+        (capacity, proptest::collection::vec(proptest::sample::select(letters), 1..=max_len))
             .prop_map(|(capacity, ops)| (Config { capacity }, numbered(&ops)))
     }
 }
@@ -451,16 +456,34 @@ fn random_case(make: Factory, capacities: std::ops::RangeInclusive<usize>, alpha
     random(alphabet.strategy(capacities, 48), Budget::default(), |(config, ops)| replay_on(make, config, ops))
 }
 
-const LRU_ONLY: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advance: None, loads: false, removes: true };
+/// Long sequences on few keys: hundreds of TTL resets and expiries, so that whatever
+/// housekeeping an attempt does now and then (sweeps, heap rebuilds, compaction) runs
+/// several times, and what it left behind is read back.
+fn long_case(make: Factory) -> CaseResult {
+    let budget = Budget { cases: 48, ..Budget::default() };
+    random(RANDOM_TTL.strategy(1..=3, 400), budget, |(config, ops)| replay_on(make, config, ops))
+}
+
+const LRU_ONLY: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advances: &[], loads: false, removes: true };
 const WITH_TTL: Alphabet =
-    Alphabet { keys: 3, ttls: &[SECOND, Duration::from_secs(2)], advance: Some(SECOND), loads: false, removes: true };
+    Alphabet { keys: 3, ttls: &[SECOND, Duration::from_secs(2)], advances: &[SECOND], loads: false, removes: true };
 /// Three keys so that a load hit's recency matters for eviction at capacity 2.
-const WITH_LOADS: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advance: None, loads: true, removes: false };
-const RANDOM_LRU: Alphabet = Alphabet { keys: 6, ttls: &[LONG], advance: None, loads: false, removes: true };
+const WITH_LOADS: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advances: &[], loads: true, removes: false };
+const RANDOM_LRU: Alphabet = Alphabet { keys: 6, ttls: &[LONG], advances: &[], loads: false, removes: true };
+/// TTLs and clock steps over the whole range a `Duration` allows: a nanosecond, odd
+/// sub-millisecond amounts, seconds, an hour, and `Duration::MAX`.
 const RANDOM_TTL: Alphabet = Alphabet {
     keys: 5,
-    ttls: &[Duration::from_millis(500), SECOND, Duration::from_millis(2500), LONG],
-    advance: Some(Duration::from_millis(500)),
+    ttls: &[
+        Duration::from_nanos(1),
+        Duration::from_nanos(999_999),
+        Duration::from_millis(500),
+        SECOND,
+        Duration::from_millis(2500),
+        LONG,
+        Duration::MAX,
+    ],
+    advances: &[Duration::from_nanos(1), Duration::from_micros(333), Duration::from_millis(500)],
     loads: false,
     removes: true,
 };
@@ -826,6 +849,9 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L1, "random_sequences",
             "Longer random sequences (up to 48 ops, 6 keys, capacities 1-5). Check that recency is updated on every hit and that len() matches the entries kept.",
             QUICK, |make| random_case(make, 1..=5, RANDOM_LRU)),
+        case(L1, "huge_capacity",
+            "capacity is any usize, usize::MAX included (as good as unbounded): allocate as entries arrive, never in proportion to capacity.",
+            QUICK, |make| exhaustive_case(make, &[usize::MAX], LRU_ONLY, 3)),
         case(L1, "capacity_zero",
             "A cache of capacity 0 stores nothing: every get misses, len() is 0, insert returns None.",
             QUICK, |make| exhaustive_case(make, &[0], LRU_ONLY, 4)),
@@ -834,8 +860,13 @@ pub fn suite(make: Factory) -> Vec<Case> {
              get refreshes recency but never the TTL; expired entries are invisible to get and len and are dropped before any live entry is evicted.",
             QUICK, |make| exhaustive_case(make, &[1, 2], WITH_TTL, 5)),
         case(L2, "random_sequences",
-            "Longer random sequences mixing TTLs and clock steps. Compare expiry with `now < inserted_at + ttl` exactly (the boundary instant is expired).",
+            "Longer random sequences mixing TTLs and clock steps from 1ns to Duration::MAX, and huge capacities. Compare expiry with `now < inserted_at + ttl` exactly, \
+             in nanoseconds (the boundary instant is expired), and allocate as entries arrive, not for the capacity.",
             QUICK, |make| random_case(make, 1..=5, RANDOM_TTL)),
+        case(L2, "long_sequences",
+            "Sequences of up to 400 ops on 1-3 keys: hundreds of TTL resets and expiries, so any housekeeping you do now and then \
+             (sweeping expired entries, rebuilding an expiry index) runs several times; the state it leaves must still match.",
+            QUICK, long_case),
         case(L2, "edges",
             "Edge cases: ttl 0 acts as remove (evicting nothing), the expiry boundary, Duration::MAX (saturate, never overflow), an expired slot reused before a live one is evicted.",
             QUICK, |make| edge_scenarios().iter().try_for_each(|(config, ops)| replay_on(make, config, ops))),

@@ -40,6 +40,13 @@ pub const GET_RECENCY_SPLIT: u8 = 18;
 pub const LOST_WAKEUP: u8 = 19;
 /// Caps every TTL at 100 years instead of treating a huge one as "never".
 pub const TTL_CAPPED: u8 = 20;
+/// Keeps time in whole milliseconds (truncating), as many caches do.
+pub const MILLISECOND_TIME: u8 = 21;
+/// Reserves room for `capacity` entries up front.
+pub const PREALLOCATES: u8 = 22;
+/// Every 64th insert rebuilds the entries sorted by key (as from a HashMap): sweeping
+/// works, but the recency order is lost.
+pub const SWEEP_LOSES_ORDER: u8 = 23;
 
 pub const MISBEHAVES_TODO: u8 = 100;
 pub const MISBEHAVES_INFINITE_LOOP: u8 = 101;
@@ -61,6 +68,7 @@ struct State<K, V> {
     /// Least recently used first.
     entries: Vec<Entry<K, V>>,
     loading: Vec<K>,
+    inserts: usize,
 }
 
 pub struct Flawed<K, V, const BUG: u8> {
@@ -85,6 +93,9 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Flawed<K, V, BUG> {
     }
 
     fn is_live(&self, entry: &Entry<K, V>, now: Timestamp) -> bool {
+        if BUG == MILLISECOND_TIME {
+            return entry.expires.as_nanos() / 1_000_000 > now.as_nanos() / 1_000_000;
+        }
         if BUG == EXPIRY_INCLUSIVE {
             entry.expires >= now
         } else {
@@ -129,6 +140,16 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Flawed<K, V, BUG> {
         }
         let expires = self.expiry(now, ttl);
         state.entries.push(Entry { key, value, expires, ttl });
+        state.inserts += 1;
+        if BUG == SWEEP_LOSES_ORDER && state.inserts % 64 == 0 {
+            state.entries.retain(|e| e.expires > now);
+            // A fixed-seed hasher: the "HashMap order" is the same every run.
+            let fixed = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+            let mut by_key: Vec<(u64, Entry<K, V>)> =
+                state.entries.drain(..).map(|e| (std::hash::BuildHasher::hash_one(&fixed, &e.key), e)).collect();
+            by_key.sort_by_key(|(hash, _)| *hash);
+            state.entries.extend(by_key.into_iter().map(|(_, e)| e));
+        }
     }
 
     fn misbehave(&self) {
@@ -192,7 +213,8 @@ where
     V: Clone + Send + Sync,
 {
     fn new(capacity: usize, clock: SharedClock) -> Self {
-        let state = State { entries: Vec::new(), loading: Vec::new() };
+        let entries = if BUG == PREALLOCATES { Vec::with_capacity(capacity) } else { Vec::new() };
+        let state = State { entries, loading: Vec::new(), inserts: 0 };
         Flawed { capacity, clock, state: Mutex::new(state), load_landed: Condvar::new() }
     }
 
