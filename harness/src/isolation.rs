@@ -8,10 +8,11 @@
 //! replayed, so that a hang can be shown with its input) and one final `verdict`.
 
 use std::env;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{self, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -89,11 +90,20 @@ pub fn trying(input: &dyn fmt::Debug) {
     if !IN_CHILD.load(Ordering::Relaxed) {
         return;
     }
-    let input = format!("{input:?}");
-    crate::watchdog::set_trying(&input);
-    let text = serde_json::to_string(&input).expect("strings serialize");
+    // Called before every replay, hundreds of thousands of times in an exhaustive case:
+    // one reused buffer, plain text (a `Debug` rendering is one line), one write.
+    static LINE: Mutex<String> = Mutex::new(String::new());
+    let mut line = LINE.lock().unwrap_or_else(PoisonError::into_inner);
+    line.clear();
+    line.push_str(TRYING_MARK);
+    let _ = write!(line, "{input:?}");
+    if line.contains('\n') {
+        *line = line.replace('\n', " ");
+    }
+    crate::watchdog::set_trying(&line[TRYING_MARK.len()..]);
+    line.push('\n');
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{TRYING_MARK}{text}");
+    let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
 }
 
@@ -270,8 +280,8 @@ impl ChildReport {
         let mut report = ChildReport::default();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(json) = line.strip_prefix(TRYING_MARK) {
-                report.trying = serde_json::from_str::<String>(json).ok();
+            if let Some(input) = line.strip_prefix(TRYING_MARK) {
+                report.trying = Some(input.to_string());
             } else if let Some(json) = line.strip_prefix(VERDICT_MARK) {
                 report.verdict = serde_json::from_str(json).ok();
             } else {

@@ -68,9 +68,11 @@ where
     D: FnMut(&S::Op) -> S::Output,
 {
     trying(&Scenario { config, ops });
-    let mut transcript = format!("{config:?}\n");
-    let mut apply = guarded(|| start(config)).map_err(|p| p.into_case_error(transcript.trim_end()))?;
+    let mut apply = guarded(|| start(config)).map_err(|p| p.into_case_error(format!("{config:?}")))?;
     let mut model = S::model(config);
+    // Outputs are kept and the transcript is written only on failure: exhaustive
+    // enumeration replays hundreds of thousands of sequences that all pass.
+    let mut outputs: Vec<S::Output> = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
         let step = index + 1;
         let expected = S::step(&mut model, op);
@@ -78,10 +80,9 @@ where
         let outcome = guarded(|| apply(op));
         crate::watchdog::step_returned();
         match outcome {
-            Ok(actual) if actual == expected => {
-                let _ = writeln!(transcript, "{step:>4}. {op:?} -> {actual:?}");
-            }
+            Ok(actual) if actual == expected => outputs.push(actual),
             Ok(actual) => {
+                let mut transcript = transcript(config, ops, &outputs);
                 let _ = writeln!(
                     transcript,
                     "{step:>4}. {op:?} -> {actual:?}\n      expected {expected:?}   <-- first difference"
@@ -93,12 +94,22 @@ where
                 }));
             }
             Err(panic) => {
+                let mut transcript = transcript(config, ops, &outputs);
                 let _ = write!(transcript, "{step:>4}. {op:?} -> (panicked; expected {expected:?})");
                 return Err(panic.into_case_error(format!("counterexample ({step} steps):\n{transcript}")));
             }
         }
     }
     Ok(())
+}
+
+/// The config, then each step that matched the model, numbered.
+fn transcript<C: Debug, O: Debug, R: Debug>(config: &C, ops: &[O], outputs: &[R]) -> String {
+    let mut text = format!("{config:?}\n");
+    for (index, (op, output)) in ops.iter().zip(outputs).enumerate() {
+        let _ = writeln!(text, "{:>4}. {op:?} -> {output:?}", index + 1);
+    }
+    text
 }
 
 /// Runs `check` on every sequence of 1..=`max_len` ops from `alphabet`, shortest first,
