@@ -15,7 +15,7 @@ use proptest::test_runner::{
     noop_result_cache, Config, RngAlgorithm, RngSeed, TestCaseError, TestError, TestRng, TestRunner,
 };
 
-use crate::isolation::trying;
+use crate::isolation::trying_quietly;
 use crate::suite::{guarded, CaseError, CaseResult};
 
 /// A sequential specification: a deterministic model that says what every operation
@@ -23,9 +23,9 @@ use crate::suite::{guarded, CaseError, CaseResult};
 pub trait Spec {
     /// What a system is built from (capacity, limits, ...). Its `Debug` is the first
     /// line of every counterexample, so make it read like the constructor call.
-    type Config: Clone + Debug;
+    type Config: Clone + Debug + Send + 'static;
     /// One call on the system; its `Debug` is one numbered step of a counterexample.
-    type Op: Clone + Debug;
+    type Op: Clone + Debug + Send + 'static;
     /// What a call returned.
     type Output: Clone + PartialEq + Debug;
     /// The model's state; `Eq + Hash` so the linearizability search can memoise it.
@@ -44,15 +44,15 @@ pub trait Spec {
 
 /// A config and the operations applied to a fresh system built from it.
 #[derive(Clone)]
-pub struct Scenario<'a, C, O> {
-    pub config: &'a C,
-    pub ops: &'a [O],
+pub struct Scenario<C, O> {
+    pub config: C,
+    pub ops: Vec<O>,
 }
 
-impl<C: Debug, O: Debug> Debug for Scenario<'_, C, O> {
+impl<C: Debug, O: Debug> Debug for Scenario<C, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}; ", self.config)?;
-        f.debug_list().entries(self.ops).finish()
+        f.debug_list().entries(&self.ops).finish()
     }
 }
 
@@ -67,8 +67,11 @@ where
     S: Spec,
     D: FnMut(&S::Op) -> S::Output,
 {
-    trying(&Scenario { config, ops });
-    let mut apply = guarded(|| start(config)).map_err(|p| p.into_case_error(format!("{config:?}")))?;
+    trying_quietly(Box::new(Scenario { config: config.clone(), ops: ops.to_vec() }));
+    crate::watchdog::step_started(0);
+    let built = guarded(|| start(config));
+    crate::watchdog::step_returned();
+    let mut apply = built.map_err(|p| p.into_case_error(format!("{config:?}")))?;
     let mut model = S::model(config);
     // Outputs are kept and the transcript is written only on failure: exhaustive
     // enumeration replays hundreds of thousands of sequences that all pass.
