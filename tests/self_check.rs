@@ -109,7 +109,7 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(LOAD_HIT_SKIPS_RECENCY, "ttl_lru::l4_single_flight::short_sequences"),
         ttl_lru_mutant!(WRITES_IGNORE_LOADING, "ttl_lru::l4_single_flight::linearizable"),
         ttl_lru_mutant!(LOAD_TTL_FROM_START, "ttl_lru::l4_single_flight::ttl_from_landing"),
-        ttl_lru_mutant!(GET_RECENCY_SPLIT, "ttl_lru::l3_threads::linearizable"),
+        ttl_lru_mutant!(GET_RECENCY_SPLIT, "ttl_lru::l3_threads::recency_races"),
         ttl_lru_mutant!(LOST_WAKEUP, "ttl_lru::l4_single_flight::loads_once"),
         ttl_lru_mutant!(TTL_CAPPED, "ttl_lru::l2_ttl::edges"),
         ttl_lru_mutant!(MILLISECOND_TIME, "ttl_lru::l2_ttl::random_sequences"),
