@@ -232,6 +232,25 @@ fn cases() -> Vec<(Case, Expect)> {
         idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
+    // Deadlines count from the last sign of life: a case that keeps making progress for
+    // twice its deadline (as a correct attempt may on a busy machine) still passes.
+    cases.push((
+        Case::new(
+            "isolation",
+            harness::Level { number: 0, name: "runner" },
+            "slow_but_progressing",
+            "",
+            Duration::from_secs(2),
+            || {
+                for _ in 0..40 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    harness::watchdog::progress();
+                }
+                Ok(())
+            },
+        ),
+        Expect::Pass,
+    ));
     // A deadlock is reported by the watchdog, as FAILED with the calls that never
     // returned, long before the deadline: in a sequential replay and among threads.
     let stuck_case = |id: &str| {
