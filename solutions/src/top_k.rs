@@ -101,7 +101,4 @@ impl SlidingTopK for TopK {
         self.counts.len()
     }
 
-    fn memory_entries(&self) -> usize {
-        self.counts.len() + self.buckets.values().map(HashMap::len).sum::<usize>()
-    }
 }

@@ -113,7 +113,4 @@ impl<const BUG: u8> SlidingTopK for Flawed<BUG> {
         self.counts().len()
     }
 
-    fn memory_entries(&self) -> usize {
-        self.events.len()
-    }
 }
