@@ -42,5 +42,4 @@ impl SlidingTopK for TopK {
     fn users_in_window(&self) -> usize {
         todo!("top_k: users_in_window")
     }
-
 }

@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use crate::heap::{show_bytes, HeapMeter};
 use crate::isolation::trying;
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
-use crate::suite::{guarded, Case, CaseError, CaseResult, Level, QUICK_DEADLINE as QUICK};
+use crate::suite::{guarded, with_hint, Case, CaseError, CaseResult, Level, QUICK_DEADLINE as QUICK};
+use crate::watchdog;
 
 /// How a top-K tracker is set up: count events in the last `window` timestamp units
 /// and report the `k` most active users.
@@ -338,9 +339,18 @@ impl Spec for TopKSpec {
     }
 }
 
-fn observe(tracker: &mut dyn ErasedTopK, line: &Line) -> Output {
+/// Feeds `line` and reads everything back, telling `call` which call is running (so
+/// a panic is put down to the right behaviour).
+fn observe(tracker: &mut dyn ErasedTopK, line: &Line, call: &dyn Fn(&'static str)) -> Output {
+    call("ingest_line");
     let result = tracker.ingest_line(&line.0);
-    Output { result, top: tracker.top(), late: tracker.late_events(), users: tracker.users_in_window() }
+    call("top");
+    let top = tracker.top();
+    call("late_events");
+    let late = tracker.late_events();
+    call("users_in_window");
+    let users = tracker.users_in_window();
+    Output { result, top, late, users }
 }
 
 // ---------------------------------------------------------------------------------
@@ -355,11 +365,20 @@ struct Watch {
     line: Option<Line>,
     expected: Option<Output>,
     actual: Option<Output>,
+    /// The call in progress on the tracker.
+    call: &'static str,
 }
 
 impl Watch {
     fn new(config: &TopKConfig) -> Self {
-        Watch { model: TopKSpec::model(config), time_before: None, line: None, expected: None, actual: None }
+        Watch {
+            model: TopKSpec::model(config),
+            time_before: None,
+            line: None,
+            expected: None,
+            actual: None,
+            call: "TopK::new",
+        }
     }
 
     /// Steps the watch's own model over `line` before the tracker sees it.
@@ -374,10 +393,7 @@ impl Watch {
 /// Adds, to a failure report, the behaviour that differed at its last step.
 fn explain(error: CaseError, watch: &Watch) -> CaseError {
     match error {
-        CaseError::Failed(report) => {
-            let what = diagnose(watch, &report);
-            CaseError::Failed(format!("{}\nWhat differs: {what}", report.trim_end()))
-        }
+        CaseError::Failed(report) => CaseError::Failed(with_hint(report.trim_end(), &diagnose(watch, &report))),
         other => other,
     }
 }
@@ -402,17 +418,24 @@ fn diagnose(watch: &Watch, report: &str) -> String {
         },
     };
     let Some(actual) = &watch.actual else {
-        if report.contains("capacity overflow") || (k == usize::MAX && report.contains("alloc")) {
-            return format!("k = {k}: k bounds the answer, it is not a size to allocate up front.");
+        if watch.call == "top" && k == usize::MAX {
+            return format!(
+                "top() panicked with k = {k} (usize::MAX): k only bounds the answer; don't allocate k slots \
+                 or compute k + 1."
+            );
         }
-        if report.contains("overflow") {
+        if report.contains("overflow") && watch.call == "ingest_line" {
             return format!(
                 "arithmetic overflowed on {line:?} ({}). Timestamps span 0..=u64::MAX and W reaches u64::MAX: \
                  T − W may not exist and ts + W may not fit; compare with checked or saturating arithmetic.",
                 window(watch.time_before)
             );
         }
-        return format!("{line:?} panicked; the contract admits it ({}).", window(watch.time_before));
+        return format!(
+            "{} panicked on {line:?}; the contract admits this line ({}).",
+            watch.call,
+            window(watch.time_before)
+        );
     };
     let event = parse_line(&line.0);
     if expected.result != actual.result {
@@ -519,7 +542,7 @@ fn replay_on(make: Factory, config: &TopKConfig, lines: &[Line]) -> CaseResult {
         let watch = &watch;
         move |line: &Line| {
             watch.borrow_mut().before(line);
-            let actual = observe(tracker.as_mut(), line);
+            let actual = observe(tracker.as_mut(), line, &|call| watch.borrow_mut().call = call);
             watch.borrow_mut().actual = Some(actual.clone());
             actual
         }
@@ -534,13 +557,13 @@ const LONG_CONTEXT: usize = 8;
 /// the last few steps before the first difference: the whole transcript would bury it.
 fn replay_long(make: Factory, config: &TopKConfig, name: &str, lines: &[Line]) -> CaseResult {
     trying(&format_args!("{config:?}; {name}: {} lines", lines.len()));
-    let mut watch = Watch::new(config);
+    let watch = RefCell::new(Watch::new(config));
     let mut tracker = guarded(|| make(*config)).map_err(|p| p.into_case_error(format!("{config:?}")))?;
     let mut recent: VecDeque<String> = VecDeque::with_capacity(LONG_CONTEXT + 1);
     for (index, line) in lines.iter().enumerate() {
         let step = index + 1;
-        watch.before(line);
-        let expected = watch.expected.clone().expect("stepped");
+        watch.borrow_mut().before(line);
+        let expected = watch.borrow().expected.clone().expect("stepped");
         let header = |recent: &VecDeque<String>| {
             let elided = step - 1 - recent.len();
             let mut text =
@@ -553,7 +576,10 @@ fn replay_long(make: Factory, config: &TopKConfig, name: &str, lines: &[Line]) -
             }
             text
         };
-        match guarded(|| observe(tracker.as_mut(), line)) {
+        let observed = watchdog::call(format!("line {step}: {line:?}"), || {
+            guarded(|| observe(tracker.as_mut(), line, &|call| watch.borrow_mut().call = call))
+        });
+        match observed {
             Ok(actual) if actual == expected => {
                 if recent.len() == LONG_CONTEXT {
                     recent.pop_front();
@@ -561,16 +587,16 @@ fn replay_long(make: Factory, config: &TopKConfig, name: &str, lines: &[Line]) -
                 recent.push_back(format!("{step:>6}. {line:?} -> {actual:?}\n"));
             }
             Ok(actual) => {
-                watch.actual = Some(actual.clone());
+                watch.borrow_mut().actual = Some(actual.clone());
                 let report = format!(
                     "{}{step:>6}. {line:?} -> {actual:?}\n        expected {expected:?}   <-- first difference",
                     header(&recent)
                 );
-                return Err(explain(CaseError::failed(report), &watch));
+                return Err(explain(CaseError::failed(report), &watch.borrow()));
             }
             Err(panic) => {
                 let report = format!("{}{step:>6}. {line:?} -> (panicked; expected {expected:?})", header(&recent));
-                return Err(explain(panic.into_case_error(report), &watch));
+                return Err(explain(panic.into_case_error(report), &watch.borrow()));
             }
         }
     }
@@ -716,7 +742,7 @@ impl Mix {
     }
 }
 
-/// Lines in one long stream.
+/// Lines in the longest streams: past any housekeeping threshold up to 4,096 events.
 const LONG_STREAM: usize = 5_000;
 
 /// Long streams that cross any housekeeping threshold an implementation may use
@@ -727,6 +753,7 @@ fn long_streams() -> Vec<(&'static str, TopKConfig, Vec<Line>)> {
     struct Shape {
         name: &'static str,
         config: TopKConfig,
+        lines: usize,
         base: u64,
         /// Lines per timestamp unit, on average (time = line / pace).
         pace: u64,
@@ -739,6 +766,7 @@ fn long_streams() -> Vec<(&'static str, TopKConfig, Vec<Line>)> {
         Shape {
             name: "window 1, slow drift",
             config: config(1, 2),
+            lines: LONG_STREAM,
             base: 0,
             pace: 3,
             jitter: 2,
@@ -749,6 +777,7 @@ fn long_streams() -> Vec<(&'static str, TopKConfig, Vec<Line>)> {
         Shape {
             name: "window 7, heavy jitter",
             config: config(7, 3),
+            lines: LONG_STREAM,
             base: 5,
             pace: 1,
             jitter: 12,
@@ -759,6 +788,7 @@ fn long_streams() -> Vec<(&'static str, TopKConfig, Vec<Line>)> {
         Shape {
             name: "window 64, every user listed, huge gaps",
             config: config(64, usize::MAX),
+            lines: LONG_STREAM / 2,
             base: 0,
             pace: 2,
             jitter: 20,
@@ -767,8 +797,9 @@ fn long_streams() -> Vec<(&'static str, TopKConfig, Vec<Line>)> {
             odd_percent: 5,
         },
         Shape {
-            name: "window 1000 near u64::MAX",
-            config: config(1_000, 5),
+            name: "window 200 near u64::MAX",
+            config: config(200, 5),
+            lines: LONG_STREAM / 2,
             base: u64::MAX - 2_600,
             pace: 2,
             jitter: 50,
@@ -782,7 +813,7 @@ fn long_streams() -> Vec<(&'static str, TopKConfig, Vec<Line>)> {
         .iter()
         .map(|s| {
             let mut gap = 0u64;
-            let lines = (0..LONG_STREAM as u64)
+            let lines = (0..s.lines as u64)
                 .map(|i| {
                     if mix.chance(s.odd_percent) {
                         return line(ODD_LINES[mix.below(ODD_LINES.len() as u64) as usize]);
@@ -995,11 +1026,19 @@ impl MemoryRun<'_> {
         self.buf.clear();
         write(&mut self.buf);
         self.lines += 1;
-        let result = guarded(|| self.tracker.ingest_line(&self.buf)).map_err(|p| {
-            p.into_case_error(format!("{}: line {}: ingest_line({:?})", self.label, self.lines, self.buf))
-        })?;
+        let result =
+            watchdog::call(format!("ingest_line({:?})", self.buf), || guarded(|| self.tracker.ingest_line(&self.buf)))
+                .map_err(|p| {
+                    p.into_case_error(format!("{}: line {}: ingest_line({:?})", self.label, self.lines, self.buf))
+                })?;
         let held = self.meter.held();
         let bound = HEAP_SLACK + self.peak.max(self.need_now);
+        if std::env::var_os("TOPK_HEAP_DEBUG").is_some() && self.lines % 5000 == 0 {
+            eprintln!(
+                "DEBUG {} line {} held {} bound {} need_now {} peak {}",
+                self.label, self.lines, held, bound, self.need_now, self.peak
+            );
+        }
         if held > bound {
             return Err(CaseError::failed(format!(
                 "{}: after line {} (ingest_line({:?})) the tracker holds {} on the heap; the window needs {} now and \
@@ -1035,15 +1074,15 @@ impl MemoryRun<'_> {
 /// malformed floods, then a jump that empties the window, with the heap held to the
 /// contract's bound after every line and the pruned state read back at the end.
 fn memory_follows_window(make: Factory) -> CaseResult {
-    const WINDOW: u64 = 50;
+    const WINDOW: u64 = 25;
     const PER_TICK: u64 = 20;
-    const TICKS: u64 = 5_000;
-    const FLOOD: u64 = 10_000;
-    let label = "TopK::new(window 50, k 3), 20 new users per timestamp";
+    const TICKS: u64 = 3_000;
+    const FLOOD: u64 = 20_000;
+    let label = "TopK::new(window 25, k 3), 20 new users per timestamp";
     let mut buf = String::with_capacity(256);
     buf.push('x');
     let meter = HeapMeter::start();
-    let tracker = guarded(|| make(config(WINDOW, 3))).map_err(|p| p.into_case_error("TopK::new(window 50, k 3)"))?;
+    let tracker = guarded(|| make(config(WINDOW, 3))).map_err(|p| p.into_case_error("TopK::new(window 25, k 3)"))?;
     let mut run = MemoryRun { tracker, meter, buf, lines: 0, need_now: 0, peak: 0, label };
     // Bytes each timestamp's events need, for the ones in the window (a ring of WINDOW).
     let mut tick_need = [0usize; WINDOW as usize];
@@ -1184,7 +1223,7 @@ pub fn suite(make: Factory) -> Vec<Case> {
              parse_line does the parsing for you.",
             |make| malformed_scenarios().iter().try_for_each(|(c, lines)| replay_on(make, c, lines))),
         case(L4, "memory_follows_window",
-            "100,000 distinct users through a window of 1,000 events, then 10,000 late and 10,000 malformed lines, on the real heap after every line: \
+            "60,000 distinct users through a window of 500 events, then 20,000 late and 20,000 malformed lines, on the real heap after every line: \
              drop events (or buckets) as they leave the window, forget users whose count reaches 0, keep nothing of late or malformed lines.",
             memory_follows_window),
         case(L4, "sparse_buckets",
@@ -1258,7 +1297,7 @@ mod tests {
     #[test]
     fn long_streams_cross_thresholds_and_stay_in_range() {
         for (name, _, lines) in long_streams() {
-            assert_eq!(lines.len(), LONG_STREAM, "{name}");
+            assert!(lines.len() >= LONG_STREAM / 2, "{name}");
             let late = lines.iter().filter(|l| parse_line(&l.0).is_err()).count();
             assert!(late > 0, "{name}: some malformed lines");
         }

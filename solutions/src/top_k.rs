@@ -100,5 +100,4 @@ impl SlidingTopK for TopK {
     fn users_in_window(&self) -> usize {
         self.counts.len()
     }
-
 }
