@@ -558,18 +558,33 @@ fn diagnose(watch: &Watch, report: &str) -> String {
 /// Replays `lines` on a fresh tracker and the model; a failure report ends with the
 /// behaviour that differed.
 fn replay_on(make: Factory, config: &TopKConfig, lines: &[Line]) -> CaseResult {
-    let watch = RefCell::new(Watch::new(config));
+    // Only what the model cannot rebuild is kept while replaying (exhaustive cases
+    // replay hundreds of thousands of sequences): the step, the call, the output.
+    let seen = RefCell::new((0usize, "TopK::new", None::<Output>));
     replay::<TopKSpec, _>(config, lines, |config| {
         let mut tracker = make(*config);
-        let watch = &watch;
+        let seen = &seen;
         move |line: &Line| {
-            watch.borrow_mut().before(line);
-            let actual = observe(tracker.as_mut(), line, &|call| watch.borrow_mut().call = call);
-            watch.borrow_mut().actual = Some(actual.clone());
+            {
+                let mut seen = seen.borrow_mut();
+                seen.0 += 1;
+                seen.2 = None;
+            }
+            let actual = observe(tracker.as_mut(), line, &|call| seen.borrow_mut().1 = call);
+            seen.borrow_mut().2 = Some(actual.clone());
             actual
         }
     })
-    .map_err(|e| explain(e, &watch.borrow()))
+    .map_err(|error| {
+        let (steps, call, actual) = seen.into_inner();
+        let mut watch = Watch::new(config);
+        for line in &lines[..steps] {
+            watch.before(line);
+        }
+        watch.call = call;
+        watch.actual = actual;
+        explain(error, &watch)
+    })
 }
 
 /// How many steps a long replay's report shows before the first difference.
