@@ -154,6 +154,8 @@ fn mutants() -> Vec<Mutant> {
         top_k_attempt!(DequeSort, CASE_FOLDED, "top_k::l1_window::user_ids"),
         top_k_attempt!(DequeSort, TIES_CASE_INSENSITIVE, "top_k::l1_window::user_ids"),
         top_k_attempt!(DequeSort, UNICODE_SPLIT, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, FIELDS_COUNTED_FIRST, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, SPLITS_ON_SPACES, "top_k::l3_malformed_input::malformed_lines"),
         top_k_attempt!(DequeSort, APPEND_PRUNE_FRONT, "top_k::l2_out_of_order::short_sequences"),
         top_k_attempt!(DequeSort, WINDOW_BY_ADDITION, "top_k::l1_window::edges"),
         top_k_attempt!(DequeSort, SATURATING_START, "top_k::l1_window::edges"),

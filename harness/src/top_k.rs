@@ -398,6 +398,11 @@ fn explain(error: CaseError, watch: &Watch) -> CaseError {
     }
 }
 
+/// ASCII whitespace other than the plain space: separators a hand-written parser may miss.
+fn has_other_ascii_space(text: &str) -> bool {
+    text.chars().any(|c| c.is_ascii_whitespace() && c != ' ')
+}
+
 fn has_unicode_space(text: &str) -> bool {
     text.chars().any(|c| (c.is_whitespace() && !c.is_ascii_whitespace()) || c == '\u{B}')
 }
@@ -445,15 +450,20 @@ fn diagnose(watch: &Watch, report: &str) -> String {
                  space, another Unicode space or a vertical tab is part of the field it sits in."
             ),
             (Err(e), Ok(_)) => format!("this line is malformed ({e}): it must be rejected and change nothing."),
+            (Err(e), Err(a)) if e.line != a.line => format!(
+                "line numbers count every line given to ingest_line, malformed ones included: this is line {}.",
+                e.line
+            ),
+            (Err(_), Err(_)) | (Ok(_), Err(_)) if has_other_ascii_space(&line.0) => {
+                "any run of ASCII whitespace separates fields: spaces, tabs, form feeds, \\r and \\n alike (leading and \
+                 trailing runs are ignored), as parse_line does."
+                    .to_string()
+            }
             (Ok(_), Err(_)) => format!(
                 "this line is well-formed (parse_line accepts it): a user id is any run of characters other than \
                  ASCII whitespace (digits, punctuation, Unicode, any case{}); a timestamp is what u64::from_str \
                  accepts (leading zeros, a leading +).",
                 if has_unicode_space(&line.0) { ", Unicode spaces included" } else { "" }
-            ),
-            (Err(e), Err(a)) if e.line != a.line => format!(
-                "line numbers count every line given to ingest_line, malformed ones included: this is line {}.",
-                e.line
             ),
             (Err(e), Err(_)) => format!(
                 "{e}: errors are checked in Malformed's order (empty, timestamp, user, action, extra fields), \

@@ -43,6 +43,10 @@ pub const PRUNES_ON_READ: u8 = 6;
 pub const KEEPS_ERROR_LOG: u8 = 7;
 /// Ties compared case-insensitively.
 pub const TIES_CASE_INSENSITIVE: u8 = 8;
+/// Its own parser, checking the number of fields before the timestamp.
+pub const FIELDS_COUNTED_FIRST: u8 = 9;
+/// Its own parser, splitting on spaces only (a tab or form feed does not separate).
+pub const SPLITS_ON_SPACES: u8 = 10;
 
 struct Window {
     /// Sorted by timestamp (unless APPEND_PRUNE_FRONT).
@@ -61,9 +65,16 @@ pub struct DequeSort<const BUG: u8> {
 
 impl<const BUG: u8> DequeSort<BUG> {
     fn parse(line: &str) -> Result<(u64, String), Malformed> {
-        let (ts, user) = if BUG == UNICODE_SPLIT {
-            let fields: Vec<&str> = line.split_whitespace().collect();
+        let (ts, user) = if matches!(BUG, UNICODE_SPLIT | FIELDS_COUNTED_FIRST | SPLITS_ON_SPACES) {
+            let fields: Vec<&str> = match BUG {
+                UNICODE_SPLIT => line.split_whitespace().collect(),
+                SPLITS_ON_SPACES => line.trim_end_matches(['\r', '\n']).split(' ').filter(|f| !f.is_empty()).collect(),
+                _ => line.split_ascii_whitespace().collect(),
+            };
             let Some(first) = fields.first() else { return Err(Malformed::Empty) };
+            if BUG == FIELDS_COUNTED_FIRST && fields.len() > 3 {
+                return Err(Malformed::ExtraFields { found: fields.len() });
+            }
             let ts = first.parse::<u64>().map_err(|_| Malformed::BadTimestamp { token: first.to_string() })?;
             match fields.len() {
                 1 => return Err(Malformed::MissingUser),
