@@ -167,6 +167,7 @@ fn mutants() -> Vec<Mutant> {
         top_k_attempt!(BucketHeap, I64_TIMESTAMPS, "top_k::l1_window::edges"),
         top_k_attempt!(Interned, NEVER_RELEASES_IDS, "top_k::l4_memory::memory_follows_window"),
         top_k_attempt!(LazyPrune, SPLIT_OFF_KEEPS_HEAD, "top_k::l2_out_of_order::long_streams"),
+        top_k_attempt!(PerUser, PRUNED_ON_TOUCH, "top_k::l4_memory::memory_follows_window"),
         idempotency_mutant!(IN_FLIGHT_BEFORE_MISMATCH, "idempotency::l2_leases::edges"),
         idempotency_mutant!(JOINED_KEY, "idempotency::l2_leases::edges"),
         idempotency_mutant!(STALE_COMPLETE_ACCEPTED, "idempotency::l2_leases::edges"),

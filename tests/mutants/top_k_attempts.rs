@@ -1,8 +1,9 @@
 //! Top-K trackers written as candidates write them, with other data structures than
 //! the reference and the plain mutant base: a sorted `VecDeque` of events with a count
 //! map sorted at read time, per-timestamp buckets with a size-k heap and `i128`
-//! window arithmetic, an intern pool of user ids, and buckets pruned lazily every
-//! [`PRUNE_EVERY`] events. Each is correct with `NONE` (must pass every case: guards
+//! window arithmetic, an intern pool of user ids, buckets pruned lazily every
+//! [`PRUNE_EVERY`] events, and a deque of timestamps per user (buggy only: it cannot
+//! tell which users to prune without one of the other structures). Each is correct with `NONE` (must pass every case: guards
 //! against false red verdicts) and has the bugs such a design invites as switches
 //! (each rejected by the case `tests/self_check.rs` names).
 
@@ -464,5 +465,78 @@ impl<const BUG: u8> SlidingTopK for LazyPrune<BUG> {
 
     fn users_in_window(&self) -> usize {
         self.window_counts().len()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// One sorted deque of timestamps per user, pruned when that user is next touched
+// ---------------------------------------------------------------------------------
+
+/// Only variant: a user's old timestamps are dropped when the user comes back, so a
+/// user who never returns stays forever (reads filter by the window, so every answer
+/// is right; memory grows with every user ever seen).
+pub const PRUNED_ON_TOUCH: u8 = 1;
+
+pub struct PerUser<const BUG: u8> {
+    config: TopKConfig,
+    lines: u64,
+    time: Option<u64>,
+    late: u64,
+    users: HashMap<String, VecDeque<u64>>,
+}
+
+impl<const BUG: u8> PerUser<BUG> {
+    fn start(&self) -> Option<u64> {
+        self.time.and_then(|t| t.checked_sub(self.config.window()))
+    }
+
+    /// Events of `stamps` inside the window.
+    fn in_window(&self, stamps: &VecDeque<u64>) -> u64 {
+        let first = self.start().map_or(0, |start| stamps.partition_point(|ts| *ts <= start));
+        (stamps.len() - first) as u64
+    }
+}
+
+impl<const BUG: u8> SlidingTopK for PerUser<BUG> {
+    fn new(config: TopKConfig) -> Self {
+        PerUser { config, lines: 0, time: None, late: 0, users: HashMap::new() }
+    }
+
+    fn ingest_line(&mut self, line: &str) -> Result<Ingested, LineError> {
+        self.lines += 1;
+        let event = parse_line(line).map_err(|kind| LineError { line: self.lines, kind })?;
+        if self.start().is_some_and(|start| event.timestamp <= start) {
+            self.late += 1;
+            return Ok(Ingested::Late);
+        }
+        self.time = Some(self.time.map_or(event.timestamp, |t| t.max(event.timestamp)));
+        let start = self.start();
+        let stamps = self.users.entry(event.user.to_string()).or_default();
+        let at = stamps.partition_point(|ts| *ts <= event.timestamp);
+        stamps.insert(at, event.timestamp);
+        if let Some(start) = start {
+            while stamps.front().is_some_and(|ts| *ts <= start) {
+                stamps.pop_front();
+            }
+        }
+        Ok(Ingested::Counted)
+    }
+
+    fn top(&self) -> Vec<(String, u64)> {
+        let all = self
+            .users
+            .iter()
+            .map(|(user, stamps)| (user.clone(), self.in_window(stamps)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        ranked(all, self.config.k())
+    }
+
+    fn late_events(&self) -> u64 {
+        self.late
+    }
+
+    fn users_in_window(&self) -> usize {
+        self.users.values().filter(|stamps| self.in_window(stamps) > 0).count()
     }
 }
