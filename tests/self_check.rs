@@ -78,6 +78,17 @@ macro_rules! top_k_mutant {
     };
 }
 
+/// A candidate-style top-K attempt (`tests/mutants/top_k_attempts.rs`) with one bug on.
+macro_rules! top_k_attempt {
+    ($ty:ident, $bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("top_k::", stringify!($ty), "::", stringify!($bug)),
+            suite: top_k::suite(top_k::factory::<mutants::top_k_attempts::$ty<{ mutants::top_k_attempts::$bug }>>()),
+            rejected_by: $case,
+        }
+    };
+}
+
 macro_rules! idempotency_mutant {
     ($bug:ident, $case:literal) => {
         Mutant {
@@ -140,6 +151,23 @@ fn mutants() -> Vec<Mutant> {
         top_k_mutant!(LINE_NUMBERS_SKIP_ERRORS, "top_k::l3_malformed_input::malformed_lines"),
         top_k_mutant!(EXTRA_FIELDS_ACCEPTED, "top_k::l3_malformed_input::malformed_lines"),
         top_k_mutant!(NEVER_FORGETS_EVENTS, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(DequeSort, CASE_FOLDED, "top_k::l1_window::user_ids"),
+        top_k_attempt!(DequeSort, TIES_CASE_INSENSITIVE, "top_k::l1_window::user_ids"),
+        top_k_attempt!(DequeSort, UNICODE_SPLIT, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, FIELDS_COUNTED_FIRST, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, SPLITS_ON_SPACES, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, APPEND_PRUNE_FRONT, "top_k::l2_out_of_order::short_sequences"),
+        top_k_attempt!(DequeSort, WINDOW_BY_ADDITION, "top_k::l1_window::edges"),
+        top_k_attempt!(DequeSort, SATURATING_START, "top_k::l1_window::edges"),
+        top_k_attempt!(DequeSort, PRUNES_ON_READ, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(DequeSort, KEEPS_ERROR_LOG, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(BucketHeap, HEAP_PREALLOCATES_K, "top_k::l1_window::edges"),
+        top_k_attempt!(BucketHeap, HEAP_TIES_REVERSED, "top_k::l1_window::in_order_sequences"),
+        top_k_attempt!(BucketHeap, ZERO_COUNTS_KEPT, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(BucketHeap, I64_TIMESTAMPS, "top_k::l1_window::edges"),
+        top_k_attempt!(Interned, NEVER_RELEASES_IDS, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(LazyPrune, SPLIT_OFF_KEEPS_HEAD, "top_k::l2_out_of_order::long_streams"),
+        top_k_attempt!(PerUser, PRUNED_ON_TOUCH, "top_k::l4_memory::memory_follows_window"),
         idempotency_mutant!(IN_FLIGHT_BEFORE_MISMATCH, "idempotency::l2_leases::edges"),
         idempotency_mutant!(JOINED_KEY, "idempotency::l2_leases::edges"),
         idempotency_mutant!(STALE_COMPLETE_ACCEPTED, "idempotency::l2_leases::edges"),
@@ -215,6 +243,21 @@ fn cases() -> Vec<(Case, Expect)> {
             idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::NONE }>>(),
         ));
     cases.extend(base.map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
+    // Correct top-K attempts of other designs than the reference: a false red verdict
+    // on any of them is a grading bug.
+    {
+        use mutants::top_k_attempts::{BucketHeap, DequeSort, Interned, LazyPrune, NONE as OK};
+        let correct: [(&str, top_k::Factory); 4] = [
+            ("deque_sort", top_k::factory::<DequeSort<OK>>()),
+            ("bucket_heap", top_k::factory::<BucketHeap<OK>>()),
+            ("interned", top_k::factory::<Interned<OK>>()),
+            ("lazy_prune", top_k::factory::<LazyPrune<OK>>()),
+        ];
+        for (name, make) in correct {
+            let prefix = format!("correct_attempt::{name}");
+            cases.extend(top_k::suite(make).into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
+        }
+    }
     for mutant in mutants() {
         let case = mutant
             .suite

@@ -5,4 +5,5 @@ pub mod idempotency;
 pub mod rate_limit;
 pub mod stubs;
 pub mod top_k;
+pub mod top_k_attempts;
 pub mod ttl_lru;
