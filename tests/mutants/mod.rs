@@ -6,3 +6,4 @@ pub mod rate_limit;
 pub mod stubs;
 pub mod top_k;
 pub mod ttl_lru;
+pub mod ttl_lru_attempts;
