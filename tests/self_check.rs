@@ -134,13 +134,13 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(LOAD_HIT_SKIPS_RECENCY, "ttl_lru::l4_single_flight::short_sequences"),
         ttl_lru_mutant!(WRITES_IGNORE_LOADING, "ttl_lru::l4_single_flight::linearizable"),
         ttl_lru_mutant!(LOAD_TTL_FROM_START, "ttl_lru::l4_single_flight::ttl_from_landing"),
-        ttl_lru_mutant!(GET_RECENCY_SPLIT, "ttl_lru::l3_threads::linearizable"),
+        ttl_lru_mutant!(GET_RECENCY_SPLIT, "ttl_lru::l3_threads::recency_races"),
         ttl_lru_mutant!(LOST_WAKEUP, "ttl_lru::l4_single_flight::loads_once"),
         ttl_lru_mutant!(TTL_CAPPED, "ttl_lru::l2_ttl::edges"),
         ttl_lru_mutant!(MILLISECOND_TIME, "ttl_lru::l2_ttl::random_sequences"),
         ttl_lru_mutant!(PREALLOCATES, "ttl_lru::l1_lru::huge_capacity"),
         ttl_lru_mutant!(SWEEP_LOSES_ORDER, "ttl_lru::l2_ttl::long_sequences"),
-        ttl_lru_mutant!(EXPIRED_REMOVAL_UNCHECKED, "ttl_lru::l3_threads::linearizable"),
+        ttl_lru_mutant!(EXPIRED_REMOVAL_UNCHECKED, "ttl_lru::l3_threads::expiry_races"),
         ttl_lru_attempt!(StampsWaitOnce, "ttl_lru::l4_single_flight::linearizable"),
         // gap: the loaded entry's recency stamped at the call's start passes every case
         // (needs a deterministic check where the load itself inserts another key).
