@@ -78,11 +78,15 @@ where
     /// TTL counts from then, not from the call's start (a load may take a while, and
     /// the clock moves meanwhile).
     ///
-    /// Single flight: concurrent callers on the same missing key run **one** `load` and
-    /// all get its value; calls on other keys proceed while `load` runs (no lock held
-    /// across it); calls that change the same key (`insert`, `remove`) take effect after
-    /// the load completes. If `load` panics, only its caller sees the panic and a caller
-    /// still waiting loads again. `load` must not call into the cache for the same key.
+    /// Single flight: concurrent callers on the same missing key run **one** `load`; the
+    /// others wait for it, and once it lands each starts over as a new call would: a hit
+    /// on the loaded value if it was stored and is still live (the usual case), or else
+    /// (ttl 0, capacity 0, already expired) a `load` of its own. A waiter never returns
+    /// a value the cache did not hold at some instant of its call. Calls on other keys
+    /// proceed while `load` runs (no lock held across it); calls that change the same
+    /// key (`insert`, `remove`) take effect after the load completes. If `load` panics,
+    /// only its caller sees the panic and a caller still waiting loads again. `load` may
+    /// call into the cache for other keys, never for its own.
     fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, ttl: Duration, load: F) -> V;
 }
 
@@ -728,6 +732,35 @@ fn ttl_from_landing(make: Factory) -> CaseResult {
     Ok(())
 }
 
+/// A load that stores another key while it runs (allowed: only the same key is off
+/// limits): the loaded entry lands after that one, so it is the more recently used,
+/// and the next eviction takes the other key.
+fn recency_from_landing(make: Factory) -> CaseResult {
+    let clock = ManualClock::new();
+    let cache = build(make, 2, &clock)?;
+    let steps = "cache = TtlLru::new(capacity 2), clock at t=0\n\
+                 get_or_insert_with(k0, ttl 3600s, || { cache.insert(k1, 1, ttl 3600s); 7 }), insert(k2, 2, ttl 3600s), \
+                 get(k0), get(k1)";
+    let seen = crate::watchdog::call(steps, || {
+        guarded(|| {
+            let loaded = cache.get_or_insert_with(Key(0), LONG, &mut || {
+                cache.insert(Key(1), 1, LONG);
+                7
+            });
+            cache.insert(Key(2), 2, LONG);
+            (loaded, cache.get(&Key(0)), cache.get(&Key(1)))
+        })
+    })
+    .map_err(|p| p.into_case_error(steps))?;
+    if seen != (7, Some(7), None) {
+        return Err(CaseError::failed(format!(
+            "{steps}\nreturned {seen:?}, expected (7, Some(7), None): k0 landed after the load inserted k1, \
+             so k1 was the least recently used when k2 arrived"
+        )));
+    }
+    Ok(())
+}
+
 /// N callers on one missing key: exactly one load runs and all get its value.
 fn loads_once(make: Factory) -> CaseResult {
     const CALLERS: usize = 8;
@@ -851,9 +884,12 @@ fn panicking_loader(make: Factory) -> CaseResult {
         let cache = Arc::clone(&cache);
         thread::spawn(move || {
             let mut calls = 0;
-            let value = cache.get_or_insert_with(Key(0), LONG, &mut || {
-                calls += 1;
-                9
+            // Watched: a waiter stranded by the panic is reported as stuck within seconds.
+            let value = crate::watchdog::call("the waiter's get_or_insert_with(k0, || 9)", || {
+                cache.get_or_insert_with(Key(0), LONG, &mut || {
+                    calls += 1;
+                    9
+                })
             });
             let _ = waiter_tx.send((value, calls));
         })
@@ -975,6 +1011,10 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "A loaded value is stored as insert would store it when the load returns: read the clock after the load, \
              so its TTL counts from the landing, not from the call's start.",
             QUICK, ttl_from_landing),
+        case(L4, "recency_from_landing",
+            "A loaded value becomes the most recently used when it lands (as insert would make it then), \
+             not when the call started: calls made while the load ran are older.",
+            QUICK, recency_from_landing),
         case(L4, "loads_once",
             "Concurrent callers on one missing key must share one load: record an in-flight marker for the key, and make later callers wait for it instead of loading.",
             THREADED, loads_once),

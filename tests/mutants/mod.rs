@@ -7,3 +7,4 @@ pub mod stubs;
 pub mod top_k;
 pub mod top_k_attempts;
 pub mod ttl_lru;
+pub mod ttl_lru_attempts;
