@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wait_timeout::ChildExt;
 
-use crate::suite::{guarded, install_quiet_panic_hook, Case, CaseError};
+use crate::suite::{guarded, install_quiet_panic_hook, split_hint, Case, CaseError};
 
 /// Set in the child's environment to the id of the case it must run.
 pub const CASE_ENV: &str = "KATAS_CASE";
@@ -54,6 +54,12 @@ pub fn serve_child_if_requested(cases: &[Case]) {
         // Best effort: if the limit cannot be set the case still runs, just unbounded.
         let _ = rlimit::setrlimit(rlimit::Resource::DATA, limit, limit);
     }
+    // A deadlock or an infinite loop is reported within seconds of the last progress,
+    // with the calls that never returned, rather than at the case's deadline.
+    crate::watchdog::spawn(|report| {
+        send_verdict(&WireVerdict::Failed(report));
+        process::exit(0);
+    });
     let verdict = match cases.iter().find(|case| case.id == id) {
         None => WireVerdict::Failed(format!("no case with id `{id}` in this binary")),
         Some(case) => match guarded(|| (case.run)()) {
@@ -67,12 +73,15 @@ pub fn serve_child_if_requested(cases: &[Case]) {
             },
         },
     };
-    let line = serde_json::to_string(&verdict).expect("verdicts always serialize");
+    send_verdict(&verdict);
+    process::exit(0);
+}
+
+fn send_verdict(verdict: &WireVerdict) {
+    let line = serde_json::to_string(verdict).expect("verdicts always serialize");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{VERDICT_MARK}{line}");
     let _ = out.flush();
-    drop(out);
-    process::exit(0);
 }
 
 /// Announces the input about to be replayed. Cheap no-op outside a child.
@@ -80,7 +89,9 @@ pub fn trying(input: &dyn fmt::Debug) {
     if !IN_CHILD.load(Ordering::Relaxed) {
         return;
     }
-    let text = serde_json::to_string(&format!("{input:?}")).expect("strings serialize");
+    let input = format!("{input:?}");
+    crate::watchdog::set_trying(&input);
+    let text = serde_json::to_string(&input).expect("strings serialize");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{TRYING_MARK}{text}");
     let _ = out.flush();
@@ -142,6 +153,15 @@ impl Outcome {
         }
     }
 
+    /// The hint for this outcome: the one the failure carries for the behaviour that
+    /// differed, else the case's own.
+    pub fn hint<'a>(&'a self, case: &'a Case) -> &'a str {
+        match self {
+            Outcome::Failed { report } => split_hint(report).1.unwrap_or(case.hint),
+            _ => case.hint,
+        }
+    }
+
     /// Everything a learner needs to see about a non-passing outcome.
     pub fn details(&self) -> String {
         fn with_input(text: String, trying: &Option<String>, output: &str) -> String {
@@ -157,7 +177,7 @@ impl Outcome {
         match self {
             Outcome::Passed => String::new(),
             Outcome::NotImplemented { detail } => format!("still a stub: {detail}"),
-            Outcome::Failed { report } => report.clone(),
+            Outcome::Failed { report } => split_hint(report).0.to_string(),
             Outcome::Skipped { reason } => format!("skipped: {reason}"),
             Outcome::TimedOut { limit, trying, output } => with_input(
                 format!("did not finish within {limit:?}: an infinite loop or a deadlock?"),

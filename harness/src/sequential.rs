@@ -33,6 +33,13 @@ pub trait Spec {
 
     fn model(config: &Self::Config) -> Self::Model;
     fn step(model: &mut Self::Model, op: &Self::Op) -> Self::Output;
+
+    /// The hint for a call that returned `actual` where the model says `expected`: it
+    /// names the behaviour that differed (shown instead of the case's hint). `None`
+    /// keeps the case's hint.
+    fn hint(_op: &Self::Op, _expected: &Self::Output, _actual: &Self::Output) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A config and the operations applied to a fresh system built from it.
@@ -67,7 +74,10 @@ where
     for (index, op) in ops.iter().enumerate() {
         let step = index + 1;
         let expected = S::step(&mut model, op);
-        match guarded(|| apply(op)) {
+        crate::watchdog::step_started(step);
+        let outcome = guarded(|| apply(op));
+        crate::watchdog::step_returned();
+        match outcome {
             Ok(actual) if actual == expected => {
                 let _ = writeln!(transcript, "{step:>4}. {op:?} -> {actual:?}");
             }
@@ -76,10 +86,11 @@ where
                     transcript,
                     "{step:>4}. {op:?} -> {actual:?}\n      expected {expected:?}   <-- first difference"
                 );
-                return Err(CaseError::failed(format!(
-                    "counterexample ({step} step{}):\n{transcript}",
-                    if step == 1 { "" } else { "s" }
-                )));
+                let report = format!("counterexample ({step} step{}):\n{transcript}", if step == 1 { "" } else { "s" });
+                return Err(CaseError::failed(match S::hint(op, &expected, &actual) {
+                    Some(hint) => crate::suite::with_hint(report, hint),
+                    None => report,
+                }));
             }
             Err(panic) => {
                 let _ = write!(transcript, "{step:>4}. {op:?} -> (panicked; expected {expected:?})");
