@@ -157,8 +157,8 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_mutant!(OVERFLOWS_NEAR_BOUND, "rate_limit::l1_single_bucket::extreme_quotas"),
         rate_limit_mutant!(PERIOD_IN_MICROS, "rate_limit::l1_single_bucket::extreme_quotas"),
         rate_limit_attempt!(TokenBucket, FLOAT_TOKENS, "rate_limit::l1_single_bucket::short_sequences"),
-        // needs the watchdog: until it is on main, this deadlock TIMES OUT (60s) instead of FAILING.
-        // rate_limit_attempt!(PerKeyLocks, LOCKS_IN_REQUEST_ORDER, "rate_limit::l3_threads::linearizable"),
+        // A lock-order deadlock: the watchdog reports it as FAILED with the calls stuck.
+        rate_limit_attempt!(PerKeyLocks, LOCKS_IN_REQUEST_ORDER, "rate_limit::l3_threads::linearizable"),
         redis_limiter_mutant!(EXTRA_ROUND_TRIP, "rate_limit::l5_redis::round_trips_and_keys"),
         redis_limiter_mutant!(IGNORES_FAIL_OPEN, "rate_limit::l5_redis::outage_fail_open"),
         redis_limiter_mutant!(NAMESPACE_PER_INSTANCE, "rate_limit::l5_redis::instances_share_the_burst"),
