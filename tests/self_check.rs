@@ -155,6 +155,7 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_mutant!(SWEEP_DROPS_REFILLING, "rate_limit::l4_memory::sweep_keeps_buckets_in_debt"),
         rate_limit_mutant!(LIMITING_IN_SORTED_ORDER, "rate_limit::l2_multi_bucket::random_sequences"),
         rate_limit_mutant!(OVERFLOWS_NEAR_BOUND, "rate_limit::l1_single_bucket::extreme_quotas"),
+        rate_limit_mutant!(INTERN_POOL, "rate_limit::l4_memory::flood_of_unique_keys"),
         rate_limit_mutant!(PERIOD_IN_MICROS, "rate_limit::l1_single_bucket::extreme_quotas"),
         rate_limit_attempt!(TokenBucket, FLOAT_TOKENS, "rate_limit::l1_single_bucket::short_sequences"),
         // A lock-order deadlock: the watchdog reports it as FAILED with the calls stuck.

@@ -137,7 +137,8 @@ impl fmt::Display for LimitError {
 
 impl std::error::Error for LimitError {}
 
-/// The answer to one request.
+/// The answer to one request (over buckets each checked under the one quota its key
+/// always has: see [`RateLimiter`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decision {
     pub allowed: bool,
@@ -147,9 +148,9 @@ pub struct Decision {
     pub retry_after: Duration,
     /// How long until every bucket of this request is full again.
     pub reset_after: Duration,
-    /// Index (into the request's limits) of the bucket that decided: if denied, the
-    /// violated bucket with the longest `retry_after`; if allowed, the one with the
-    /// fewest `remaining`. The first such on ties.
+    /// Index (into the request's limits, in the caller's order) of the bucket that
+    /// decided: if denied, the violated bucket with the longest `retry_after`; if
+    /// allowed, the one with the fewest `remaining`. The first such on ties.
     pub limiting: usize,
 }
 
@@ -217,10 +218,12 @@ impl Decision {
 /// * Decision numbers: see [`Decision`]; `remaining` counts whole tokens;
 ///   `retry_after` is exact (denied at `retry_after - 1ns`, allowed at `retry_after`).
 /// * Memory: a full bucket is the same as no bucket, so idle full buckets must be
-///   dropped (a bucket that is not full must never be: it would come back full). Live
-///   heap stays within [`HEAP_PER_BUCKET`] bytes per bucket in debt (not full), plus
-///   [`HEAP_SLACK`], for keys of up to 8 bytes: under a flood of unique keys, memory
-///   follows the keys with tokens spent in the last burst window, not every key seen.
+///   dropped (a bucket that is not full must never be: it would come back full). Under
+///   a steady flood of unique keys, live heap (everything the limiter holds, side
+///   tables included) stays within [`HEAP_PER_BUCKET`] bytes per bucket in debt (not
+///   full) plus [`HEAP_SLACK`], for keys of up to 8 bytes: memory follows the keys
+///   with tokens spent in the last burst window, not every key seen. (A table may keep
+///   the capacity its peak load needed.)
 /// * Thread-safe and linearizable, like every exercise (clock moves included: a check
 ///   decides at one instant, between the clock moves before and after it).
 pub trait RateLimiter<K>: Send + Sync + Sized
@@ -234,8 +237,10 @@ where
 }
 
 /// Heap bytes a limiter may hold per bucket in debt (graded keys are 4 bytes): room for
-/// a hash map's load factor and growth, and for sweeping only when the map has grown.
-pub const HEAP_PER_BUCKET: usize = 128;
+/// a bucket of a few words (a TAT or credit + last refill, even its quota), a hash
+/// map's load factor and power-of-two growth, and sweeping only once the map has
+/// doubled. The reference holds about a third of it.
+pub const HEAP_PER_BUCKET: usize = 256;
 /// Heap bytes a limiter may hold whatever its load: shards, empty tables, a clock.
 pub const HEAP_SLACK: usize = 256 * 1024;
 

@@ -34,9 +34,14 @@ pub const LIMITING_IN_SORTED_ORDER: u8 = 13;
 pub const OVERFLOWS_NEAR_BOUND: u8 = 14;
 /// Keeps time in whole microseconds (periods rounded up): odd-nanosecond periods drift.
 pub const PERIOD_IN_MICROS: u8 = 15;
+/// Sweeps full buckets, but keeps every key it has seen in a side table ("first seen",
+/// for stats) that nothing ever prunes: a hidden pool the old key count never showed.
+pub const INTERN_POOL: u8 = 16;
 
 struct State<K> {
     tats: HashMap<K, u64>,
+    /// Every key ever paid for, and when (INTERN_POOL only).
+    first_seen: HashMap<K, u64>,
     latest: u64,
     sweep_at: usize,
 }
@@ -61,7 +66,7 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawe
     fn new(clock: SharedClock) -> Self {
         Flawed {
             clock,
-            state: Mutex::new(State { tats: HashMap::new(), latest: 0, sweep_at: 64 }),
+            state: Mutex::new(State { tats: HashMap::new(), first_seen: HashMap::new(), latest: 0, sweep_at: 64 }),
             latest: AtomicU64::new(0),
         }
     }
@@ -127,6 +132,9 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawe
         if allowed && cost > 0 && BUG != DENIED_CONSUMES {
             for ((key, _), v) in limits.iter().zip(&verdicts) {
                 state.tats.insert(key.clone(), v.1 as u64);
+                if BUG == INTERN_POOL {
+                    state.first_seen.entry(key.clone()).or_insert(now);
+                }
             }
         }
         if BUG != NEVER_FORGETS && state.tats.len() >= state.sweep_at {
