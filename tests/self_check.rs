@@ -168,6 +168,7 @@ fn mutants() -> Vec<Mutant> {
         redis_scripted_mutant!(EXPIRY_ONE_PERIOD, "rate_limit::l5_redis::expiry_outlives_debt"),
         redis_scripted_mutant!(EXPIRY_A_DAY, "rate_limit::l5_redis::sequences"),
         redis_scripted_mutant!(EXPIRY_MICROS_AS_MILLIS, "rate_limit::l5_redis::sequences"),
+        redis_scripted_mutant!(EXPIRY_WITHOUT_MARGIN, "rate_limit::l5_redis::sequences"),
         top_k_mutant!(WINDOW_START_INCLUSIVE, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(TIES_BY_ARRIVAL, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(IGNORES_K, "top_k::l1_window::edges"),

@@ -204,8 +204,9 @@ end
 if allowed == 1 and cost > 0 then
   for i = 1, n do
     local new_tat = tonumber(out[3 * i - 1])
-    -- Expire once full again (plus a second of slack): idle buckets cost no memory.
-    redis.call('SET', KEYS[i], out[3 * i - 1], 'PX', math.floor((new_tat - now) / 1000) + 1000)
+    -- Expire a second (REDIS_EXPIRY_MARGIN) after the bucket is full again: idle
+    -- buckets cost no memory, and Redis's clock running ahead of ours costs no tokens.
+    redis.call('SET', KEYS[i], out[3 * i - 1], 'PX', math.ceil((new_tat - now) / 1000) + 1000)
   end
 end
 table.insert(out, 1, int(now))

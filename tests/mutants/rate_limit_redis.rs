@@ -1,8 +1,8 @@
 //! A Redis-backed limiter written as a candidate might, differently from the reference:
 //! the Lua script computes the whole decision (remaining, waits, the limiting index) and
 //! every bucket key expires a whole window (τ) plus a second after it was written. With
-//! `NONE` it is a correct alternative (every Redis case must pass); each other switch is
-//! one realistic expiry bug.
+//! `NONE` it is a correct alternative (every Redis case must pass); each other switch
+//! is one realistic expiry bug.
 
 use harness::clock::SharedClock;
 use harness::rate_limit::{
@@ -21,6 +21,9 @@ pub const EXPIRY_ONE_PERIOD: u8 = 2;
 pub const EXPIRY_A_DAY: u8 = 3;
 /// The debt in microseconds passed to PX as if it were milliseconds: 1000× too long.
 pub const EXPIRY_MICROS_AS_MILLIS: u8 = 4;
+/// Each key expires exactly when its bucket is full again (PX = TAT − now, rounded up
+/// to whole ms), without the margin for Redis's clock running ahead of the callers'.
+pub const EXPIRY_WITHOUT_MARGIN: u8 = 5;
 
 /// KEYS: buckets, then the latest-time key. ARGV: now (µs), cost, expiry mode, then per
 /// bucket its period and τ (µs). Returns allowed, remaining, retry_after (µs),
@@ -57,6 +60,7 @@ for i = 1, n do
       if mode == 2 then px = math.ceil(periods[i] / 1000) end
       if mode == 3 then px = 86400000 end
       if mode == 4 then px = news[i] - now end
+      if mode == 5 then px = math.ceil((news[i] - now) / 1000) end
       redis.call('SET', KEYS[i], int(news[i]), 'PX', int(px))
     end
   end
