@@ -158,6 +158,7 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_mutant!(INTERN_POOL, "rate_limit::l4_memory::flood_of_unique_keys"),
         rate_limit_mutant!(PERIOD_IN_MICROS, "rate_limit::l1_single_bucket::extreme_quotas"),
         rate_limit_attempt!(TokenBucket, FLOAT_TOKENS, "rate_limit::l1_single_bucket::short_sequences"),
+        rate_limit_attempt!(TokenBucket, TOKENS_DROP_REMAINDER, "rate_limit::l1_single_bucket::random_sequences"),
         // A lock-order deadlock: the watchdog reports it as FAILED with the calls stuck.
         rate_limit_attempt!(PerKeyLocks, LOCKS_IN_REQUEST_ORDER, "rate_limit::l3_threads::linearizable"),
         redis_limiter_mutant!(EXTRA_ROUND_TRIP, "rate_limit::l5_redis::round_trips_and_keys"),

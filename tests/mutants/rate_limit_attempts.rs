@@ -16,6 +16,9 @@ pub const NONE: u8 = 0;
 /// Tokens kept as an `f64` count refilled by `elapsed / period`: rounding drifts at odd
 /// nanosecond periods and huge bursts.
 pub const FLOAT_TOKENS: u8 = 1;
+/// Refills whole tokens only (`tokens += elapsed / period; last = now`): the part of a
+/// period that had already elapsed is thrown away at every check.
+pub const TOKENS_DROP_REMAINDER: u8 = 2;
 
 /// A classic token bucket: per key, the banked refill `credit` (in nanoseconds of
 /// refill, at most τ: `credit / period` whole tokens) as of `last`. Full buckets (credit
@@ -51,7 +54,9 @@ impl<const BUG: u8> TokenBucket<(), BUG> {
                 let elapsed = now - b.last;
                 let tokens = (b.tokens + elapsed as f64 / quota.period_nanos() as f64).min(f64::from(quota.burst()));
                 // credit ≤ τ < 2^63 and elapsed < 2^63: the sum fits.
-                let credit = (b.credit + elapsed).min(tau);
+                let period = quota.period_nanos();
+                let refill = if BUG == TOKENS_DROP_REMAINDER { elapsed / period * period } else { elapsed };
+                let credit = (b.credit + refill).min(tau);
                 Bucket { credit, tokens, last: now, full_at: now + (tau - credit) }
             }
         }
