@@ -141,6 +141,7 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(MILLISECOND_TIME, "ttl_lru::l2_ttl::random_sequences"),
         ttl_lru_mutant!(PREALLOCATES, "ttl_lru::l1_lru::huge_capacity"),
         ttl_lru_mutant!(SWEEP_LOSES_ORDER, "ttl_lru::l2_ttl::long_sequences"),
+        ttl_lru_mutant!(EXPIRED_REMOVAL_UNCHECKED, "ttl_lru::l3_threads::linearizable"),
         rate_limit_mutant!(DENIED_CONSUMES, "rate_limit::l2_multi_bucket::short_sequences"),
         rate_limit_mutant!(ALLOWS_ONE_EXTRA, "rate_limit::l1_single_bucket::short_sequences"),
         rate_limit_mutant!(RETRY_AFTER_WHOLE_SECONDS, "rate_limit::l1_single_bucket::random_sequences"),
@@ -297,18 +298,29 @@ fn cases() -> Vec<(Case, Expect)> {
         idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
-    // A deadlock is reported by the watchdog, as FAILED with the call that never
-    // returned, long before the deadline.
-    let mut stuck = suite(factory::<Flawed<_, _, MISBEHAVES_DEADLOCK>>())
-        .into_iter()
-        .find(|c| c.id == MISBEHAVIOUR_CASE)
-        .expect("the misbehaviour case exists");
-    stuck.deadline = STUCK_DEADLINE;
+    // A deadlock is reported by the watchdog, as FAILED with the calls that never
+    // returned, long before the deadline: in a sequential replay and among threads.
+    let stuck_case = |id: &str| {
+        let mut case = suite(factory::<Flawed<_, _, MISBEHAVES_DEADLOCK>>())
+            .into_iter()
+            .find(|c| c.id == id)
+            .expect("the misbehaviour case exists");
+        case.deadline = STUCK_DEADLINE;
+        case.prefixed("isolation::MISBEHAVES_DEADLOCK::reported_as_stuck")
+    };
     cases.push((
-        stuck.prefixed("isolation::MISBEHAVES_DEADLOCK::reported_as_stuck"),
+        stuck_case(MISBEHAVIOUR_CASE),
         Expect::Misbehaviour(|outcome| {
             matches!(outcome, Outcome::Failed { report }
                 if report.contains("stuck") && report.contains("the call at step 1 of this sequence never returned"))
+        }),
+    ));
+    cases.push((
+        stuck_case("ttl_lru::l3_threads::linearizable"),
+        Expect::Misbehaviour(|outcome| {
+            matches!(outcome, Outcome::Failed { report }
+                if report.contains("calls that started and never returned:\n  thread ")
+                    && report.contains("insert(k") && report.contains("every thread's calls, in order"))
         }),
     ));
     for misbehaviour in misbehaviours() {

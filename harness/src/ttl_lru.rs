@@ -166,23 +166,29 @@ pub enum Op {
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Insert { key, value, ttl } => write!(f, "insert(k{key}, {value}, ttl {})", show_ttl(*ttl)),
+            Op::Insert { key, value, ttl } => write!(f, "insert(k{key}, {value}, ttl {})", ShowTtl(*ttl)),
             Op::Get(key) => write!(f, "get(k{key})"),
             Op::Remove(key) => write!(f, "remove(k{key})"),
             Op::Len => write!(f, "len()"),
             Op::Advance(d) => write!(f, "clock.advance({d:?})"),
             Op::GetOrInsertWith { key, ttl, value } => {
-                write!(f, "get_or_insert_with(k{key}, ttl {}, || {value})", show_ttl(*ttl))
+                write!(f, "get_or_insert_with(k{key}, ttl {}, || {value})", ShowTtl(*ttl))
             }
         }
     }
 }
 
-fn show_ttl(ttl: Duration) -> String {
-    if ttl == Duration::MAX {
-        "MAX".into()
-    } else {
-        format!("{ttl:?}")
+/// A TTL as a counterexample shows it (`MAX` for `Duration::MAX`); written in place,
+/// since ops are rendered before every replay.
+struct ShowTtl(Duration);
+
+impl fmt::Display for ShowTtl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Duration::MAX {
+            f.write_str("MAX")
+        } else {
+            write!(f, "{:?}", self.0)
+        }
     }
 }
 

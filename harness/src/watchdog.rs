@@ -14,7 +14,7 @@
 //! [`STUCK_AFTER`], the case is failed with the report. Progress, not a fixed time,
 //! decides: a slow but moving case on a busy machine is never stuck.
 
-use std::fmt::Write as _;
+use std::fmt::{Debug, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -166,13 +166,12 @@ pub fn call<T>(what: impl Into<String>, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// What the last `trying` line announced, for the stuck report.
-static TRYING: Mutex<String> = Mutex::new(String::new());
+/// The input being tried, rendered only if the case gets stuck.
+static TRYING: Mutex<Option<Box<dyn Debug + Send>>> = Mutex::new(None);
 
-pub(crate) fn set_trying(text: &str) {
-    let mut trying = lock(&TRYING);
-    trying.clear();
-    trying.push_str(text);
+pub(crate) fn set_trying(input: Box<dyn Debug + Send>) {
+    // The previous input is dropped outside the lock.
+    let _previous = lock(&TRYING).replace(input);
 }
 
 fn anything_in_flight() -> bool {
@@ -188,12 +187,12 @@ fn stuck_report(waited: Duration) -> String {
         waited.as_secs()
     );
     if STEP_IN_FLIGHT.load(Ordering::Acquire) {
-        let trying = lock(&TRYING).clone();
-        let _ = writeln!(
-            report,
-            "the call at step {} of this sequence never returned:\n  {trying}",
-            STEP_INDEX.load(Ordering::Relaxed)
-        );
+        let trying = lock(&TRYING).as_ref().map(|input| format!("{input:?}")).unwrap_or_default();
+        let call = match STEP_INDEX.load(Ordering::Relaxed) {
+            0 => "building the system (its `new`)".to_string(),
+            step => format!("the call at step {step}"),
+        };
+        let _ = writeln!(report, "{call} of this sequence never returned:\n  {trying}");
     }
     if let Some(recording) = lock(&RECORDING).clone() {
         recording.describe(&mut report);

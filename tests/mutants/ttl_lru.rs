@@ -47,6 +47,10 @@ pub const PREALLOCATES: u8 = 22;
 /// Every 64th insert rebuilds the entries sorted by key (as from a HashMap): sweeping
 /// works, but the recency order is lost.
 pub const SWEEP_LOSES_ORDER: u8 = 23;
+/// Lazy expiry done as a read-lock candidate does it: get finds the entry expired,
+/// re-locks to remove it, and removes whatever holds the key by then (a fresh insert
+/// from another thread included). Only shows when the clock moves while threads run.
+pub const EXPIRED_REMOVAL_UNCHECKED: u8 = 24;
 
 pub const MISBEHAVES_TODO: u8 = 100;
 pub const MISBEHAVES_INFINITE_LOOP: u8 = 101;
@@ -237,6 +241,12 @@ where
     fn get(&self, key: &K) -> Option<V> {
         let mut state = self.lock();
         let now = self.clock.now();
+        if BUG == EXPIRED_REMOVAL_UNCHECKED && state.entries.iter().any(|e| &e.key == key && !self.is_live(e, now)) {
+            drop(state);
+            let mut state = self.lock();
+            state.entries.retain(|e| &e.key != key);
+            return None;
+        }
         let at = self.live_position(&state, key, now)?;
         if BUG == GET_RECENCY_SPLIT {
             let value = state.entries[at].value.clone();
