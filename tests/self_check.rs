@@ -141,7 +141,7 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(MILLISECOND_TIME, "ttl_lru::l2_ttl::random_sequences"),
         ttl_lru_mutant!(PREALLOCATES, "ttl_lru::l1_lru::huge_capacity"),
         ttl_lru_mutant!(SWEEP_LOSES_ORDER, "ttl_lru::l2_ttl::long_sequences"),
-        ttl_lru_mutant!(EXPIRED_REMOVAL_UNCHECKED, "ttl_lru::l3_threads::linearizable"),
+        ttl_lru_mutant!(EXPIRED_REMOVAL_UNCHECKED, "ttl_lru::l3_threads::expiry_races"),
         rate_limit_mutant!(DENIED_CONSUMES, "rate_limit::l2_multi_bucket::short_sequences"),
         rate_limit_mutant!(ALLOWS_ONE_EXTRA, "rate_limit::l1_single_bucket::short_sequences"),
         rate_limit_mutant!(RETRY_AFTER_WHOLE_SECONDS, "rate_limit::l1_single_bucket::random_sequences"),

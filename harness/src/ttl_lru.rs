@@ -14,7 +14,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
-use crate::linearizability::{check_histories, contention_point, set_forced_yields, HistoryBudget, SplitMix};
+use crate::linearizability::{
+    check_histories, check_histories_after, contention_point, set_forced_yields, HistoryBudget, SplitMix,
+};
 pub use crate::linearizability::{Key, Payload};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{
@@ -627,6 +629,43 @@ fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
     result
 }
 
+/// Races on a key that has just expired: every history starts from a cache where k0
+/// expired a moment ago (k1 is live), and threads get, insert and remove k0. An attempt
+/// that cleans up an expired entry in a second critical section (after finding it
+/// expired in a first) may remove a fresh value another thread stored in between.
+fn expiry_races(make: Factory) -> CaseResult {
+    set_forced_yields(true);
+    let config = Config { capacity: 2 };
+    let setup =
+        [Op::Insert { key: 0, value: 1, ttl: SECOND }, Op::Insert { key: 1, value: 2, ttl: LONG }, Op::Advance(SECOND)];
+    let pick = |rng: &mut SplitMix, thread: usize| {
+        let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
+        match rng.below(6) {
+            0 | 1 => Op::Get(0),
+            2 => Op::Insert { key: 0, value, ttl: LONG },
+            3 => Op::Remove(0),
+            4 => Op::Len,
+            _ => Op::Get(1),
+        }
+    };
+    let result = check_histories_after::<TtlLruSpec, _>(
+        &config,
+        &setup,
+        EXPIRY_RACES,
+        pick,
+        || {
+            let clock = ManualClock::new();
+            Ok((build(make, config.capacity, &clock)?, clock))
+        },
+        |(cache, clock), op| apply(cache.as_ref(), clock, op),
+    );
+    set_forced_yields(false);
+    result
+}
+
+/// Many small histories: the race needs a get and an insert of k0 to meet.
+const EXPIRY_RACES: HistoryBudget = HistoryBudget { rounds: &[(2, 3, 200), (3, 3, 100)], seed: 0xe7e7 };
+
 /// A load that takes 600ms of test time, with ttl 1s: the entry lives until 1s after
 /// it landed (the contract: stored as `insert` would store it when it lands).
 fn ttl_from_landing(make: Factory) -> CaseResult {
@@ -883,6 +922,10 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L3, "linearizable_full",
             "As `linearizable`, at capacity 1 where every insert evicts: eviction, recency update and len must all happen inside the same critical section.",
             THREADED, |make| concurrent_case(make, 1, false)),
+        case(L3, "expiry_races",
+            "Threads race on a key that has just expired. Decide that an entry is expired and drop it in the same critical section \
+             that found it: after unlocking, another thread may already have stored a fresh value under that key.",
+            THREADED, expiry_races),
         case(L4, "short_sequences",
             "get_or_insert_with, sequentially: a live key returns its value without calling load (and counts as a use); a missing or expired key calls load once and inserts its value.",
             QUICK, |make| exhaustive_case(make, &[0, 1, 2], WITH_LOADS, 5)),
