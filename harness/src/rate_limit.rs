@@ -445,10 +445,41 @@ impl Spec for RateLimitSpec {
         Model { clock: START, latest: Timestamp::ZERO, tats: BTreeMap::new() }
     }
 
+    fn hint(_: &Op, expected: &Output, actual: &Output) -> Option<&'static str> {
+        let (Output::Decided(expected), Output::Decided(actual)) = (expected, actual) else { return None };
+        Some(match (expected, actual) {
+            (Err(_), _) | (_, Err(_)) => {
+                "Errors come first and change nothing: no limits is NoLimits, a key named twice is DuplicateKey (first and \
+                 second positions), a cost above some bucket's burst is CostExceedsBurst (the first such bucket). A valid \
+                 request is never an error."
+            }
+            (Ok(e), Ok(a)) if e.allowed != a.allowed => {
+                "allowed iff every bucket has `cost` tokens at now = max(clock, latest time seen): with tat = max(stored, now), \
+                 tat + cost·T ≤ now + burst·T. A denied request pays nothing in any bucket, a peek (cost 0) pays nothing, a full \
+                 bucket is the same as a fresh one, a clock that steps back changes nothing, and a bucket in debt is never dropped."
+            }
+            (Ok(e), Ok(a)) if e.retry_after != a.retry_after => {
+                "retry_after is exact to the nanosecond: the longest, over the violated buckets, of tat + cost·T − burst·T − now \
+                 (zero when allowed). Near τ = 2^63 ns, tat + cost·T passes u64::MAX: use u128 or tat − (burst − cost)·T."
+            }
+            (Ok(e), Ok(a)) if e.remaining != a.remaining => {
+                "remaining counts whole tokens in the bucket with the fewest, after paying if allowed: ⌊(now + burst·T − tat)/T⌋, \
+                 with the partial refill since the last check included."
+            }
+            (Ok(e), Ok(a)) if e.reset_after != a.reset_after => {
+                "reset_after is how long until every bucket of the request is full again: the largest tat − now, after paying if allowed."
+            }
+            _ => {
+                "limiting indexes the request's limits in the caller's order: the violated bucket with the longest retry_after if \
+                 denied, the bucket with the fewest remaining if allowed; the first such on ties."
+            }
+        })
+    }
+
     fn step(model: &mut Model, op: &Op) -> Output {
         match op {
             Op::Advance(d) => {
-                model.clock = model.clock + *d;
+                model.clock = model.clock.advanced(*d);
                 Output::Nothing
             }
             Op::Rewind(d) => {
