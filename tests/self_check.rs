@@ -162,6 +162,7 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_attempt!(TokenBucket, TOKENS_DROP_REMAINDER, "rate_limit::l1_single_bucket::random_sequences"),
         // A lock-order deadlock: the watchdog reports it as FAILED with the calls stuck.
         rate_limit_attempt!(PerKeyLocks, LOCKS_IN_REQUEST_ORDER, "rate_limit::l3_threads::linearizable"),
+        rate_limit_attempt!(PerKeyLocks, SWEEP_IGNORES_HOLDERS, "rate_limit::l4_memory::sweep_under_contention"),
         redis_limiter_mutant!(EXTRA_ROUND_TRIP, "rate_limit::l5_redis::round_trips_and_keys"),
         redis_limiter_mutant!(IGNORES_FAIL_OPEN, "rate_limit::l5_redis::outage_fail_open"),
         redis_limiter_mutant!(NAMESPACE_PER_INSTANCE, "rate_limit::l5_redis::instances_share_the_burst"),

@@ -955,6 +955,81 @@ fn sweep_keeps_buckets_in_debt(make: Factory) -> CaseResult {
     Ok(())
 }
 
+/// Sweeps racing checks: each round, 4 threads hit a fresh shared bucket (3/1ms) three
+/// times each, with three fresh single-use keys (1/1ms) in either order, between checks
+/// of three fresh keys alone, so the limiter's map keeps growing and its sweeps run
+/// while other threads are mid-check; between rounds the clock moves 2ms, so earlier buckets fill
+/// up and become sweepable. Exactly 3 of each round's 12 checks of the shared bucket
+/// may pass: a sweep that drops a bucket another check is about to pay into loses that
+/// payment.
+fn sweep_under_contention(make: Factory) -> CaseResult {
+    const THREADS: u32 = 4;
+    const ROUNDS: u32 = 400;
+    const PER_THREAD: u32 = 3;
+    let clock = ManualClock::starting_at(START);
+    let limiter = build(make, &clock)?;
+    let shared = Quota::new(3, Duration::from_millis(1)).expect("valid");
+    let single = Quota::new(1, Duration::from_millis(1)).expect("valid");
+    let allowed: Vec<AtomicUsize> = (0..ROUNDS).map(|_| AtomicUsize::new(0)).collect();
+    let barrier = Barrier::new(THREADS as usize);
+    set_forced_yields(true);
+    let outcomes: Vec<thread::Result<Result<(), String>>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (limiter, allowed, barrier, clock) = (&limiter, &allowed, &barrier, &clock);
+                s.spawn(move || {
+                    for round in 0..ROUNDS {
+                        barrier.wait();
+                        for i in 0..2 * PER_THREAD {
+                            let fresh = 1_000_000 + ((round * THREADS + t) * 2 * PER_THREAD + i) * 3;
+                            let mut limits: Vec<(Key, Quota)> = (fresh..fresh + 3).map(|k| (Key(k), single)).collect();
+                            // Every other check names the shared bucket too (first or last), so
+                            // sweeps run at the end of checks that do not hold it.
+                            let names_shared = (t + i) % 2 == 0;
+                            if names_shared {
+                                limits.insert(if (t + i) % 4 == 0 { 0 } else { 3 }, (Key(round), shared));
+                            }
+                            let _in_flight = crate::watchdog::InFlight::new(format!(
+                                "check({limits:?}, 1) (thread {t}, round {round})"
+                            ));
+                            match limiter.check(&limits, 1) {
+                                Ok(d) if d.allowed && names_shared => {
+                                    allowed[round as usize].fetch_add(1, Ordering::SeqCst);
+                                }
+                                Ok(d) if d.allowed || names_shared => {}
+                                other => return Err(format!("check({limits:?}, 1) returned {other:?}")),
+                            }
+                        }
+                        if barrier.wait().is_leader() {
+                            clock.advance(Duration::from_millis(2));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    set_forced_yields(false);
+    for outcome in outcomes {
+        match outcome {
+            Err(p) => return Err(Panic::from_payload(p.as_ref()).into_case_error("check under contention")),
+            Ok(Err(e)) => return Err(CaseError::failed(e)),
+            Ok(Ok(())) => {}
+        }
+    }
+    let counts: Vec<usize> = allowed.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+    if let Some((round, &count)) = counts.iter().enumerate().find(|(_, &c)| c != 3) {
+        return Err(CaseError::failed(format!(
+            "round {round}: {THREADS} threads each checked k{round} (3/1ms) {PER_THREAD} times at one instant, each time with three \
+             fresh 1/1ms keys, between checks of fresh keys alone, while sweeps ran (the clock moves 2ms between rounds, so earlier buckets are full): {count} allowed, \
+             expected exactly k{round}'s burst, 3. A sweep must not drop a bucket another check is using (drop under the lock \
+             that guards the bucket, or skip buckets a request holds)"
+        )));
+    }
+    Ok(())
+}
+
 /// The model for one-bucket checks over many keys (the op-based model stops at 256
 /// keys): arrival times per key, and the latest time seen.
 #[derive(Default)]
@@ -1563,6 +1638,10 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "A full bucket is the same as no bucket: drop buckets whose TAT ≤ now (e.g. sweep when the map has doubled since the last sweep), \
              so live heap follows the keys in debt (the grader measures real heap bytes, not a count you report).",
             THREADED, flood_of_unique_keys),
+        case(L4, "sweep_under_contention",
+            "Sweeps race checks: a bucket may be dropped only while no check is using it (sweep under the lock that guards the bucket, \
+             or skip buckets a request holds), or a payment lands in a dropped bucket and is lost.",
+            THREADED, sweep_under_contention),
         case(L4, "sweep_keeps_buckets_in_debt",
             "Sweep only buckets that are full (TAT ≤ now, with now the latest time seen): a bucket with some tokens back but not all is still in debt, \
              and dropping it hands out its missing tokens again.",

@@ -157,6 +157,9 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Token
 /// Locks buckets in the order the caller listed them, taking each key's lock as it is
 /// looked up: two requests naming the same keys in opposite orders deadlock.
 pub const LOCKS_IN_REQUEST_ORDER: u8 = 1;
+/// The sweep drops full buckets even when a request holds them (looked up, not yet
+/// locked): that request then pays into a bucket nobody will see again.
+pub const SWEEP_IGNORES_HOLDERS: u8 = 2;
 
 /// Per-key locks: a map from key to its own `Arc<Mutex<tat>>`, held only while
 /// looking a key up; a request then locks its buckets (ordered by address, so any two
@@ -182,7 +185,8 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> PerKeyLocks<K, BUG> {
         if map.0.len() >= map.1 {
             // With the map locked nobody can clone an Arc: a count of 1 means no request
             // holds this bucket, so its lock is free.
-            map.0.retain(|_, b| Arc::strong_count(b) > 1 || *b.lock().unwrap() > now);
+            let holders_matter = BUG != SWEEP_IGNORES_HOLDERS;
+            map.0.retain(|_, b| (holders_matter && Arc::strong_count(b) > 1) || *b.lock().unwrap() > now);
             map.1 = (2 * map.0.len()).max(64);
         }
     }
