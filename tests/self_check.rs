@@ -104,6 +104,17 @@ macro_rules! top_k_mutant {
     };
 }
 
+/// A candidate-style top-K attempt (`tests/mutants/top_k_attempts.rs`) with one bug on.
+macro_rules! top_k_attempt {
+    ($ty:ident, $bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("top_k::", stringify!($ty), "::", stringify!($bug)),
+            suite: top_k::suite(top_k::factory::<mutants::top_k_attempts::$ty<{ mutants::top_k_attempts::$bug }>>()),
+            rejected_by: $case,
+        }
+    };
+}
+
 macro_rules! idempotency_mutant {
     ($bug:ident, $case:literal) => {
         Mutant {
@@ -135,7 +146,7 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(LOAD_HIT_SKIPS_RECENCY, "ttl_lru::l4_single_flight::short_sequences"),
         ttl_lru_mutant!(WRITES_IGNORE_LOADING, "ttl_lru::l4_single_flight::linearizable"),
         ttl_lru_mutant!(LOAD_TTL_FROM_START, "ttl_lru::l4_single_flight::ttl_from_landing"),
-        ttl_lru_mutant!(GET_RECENCY_SPLIT, "ttl_lru::l3_threads::linearizable"),
+        ttl_lru_mutant!(GET_RECENCY_SPLIT, "ttl_lru::l3_threads::recency_races"),
         ttl_lru_mutant!(LOST_WAKEUP, "ttl_lru::l4_single_flight::loads_once"),
         ttl_lru_mutant!(TTL_CAPPED, "ttl_lru::l2_ttl::edges"),
         ttl_lru_mutant!(MILLISECOND_TIME, "ttl_lru::l2_ttl::random_sequences"),
@@ -182,6 +193,23 @@ fn mutants() -> Vec<Mutant> {
         top_k_mutant!(LINE_NUMBERS_SKIP_ERRORS, "top_k::l3_malformed_input::malformed_lines"),
         top_k_mutant!(EXTRA_FIELDS_ACCEPTED, "top_k::l3_malformed_input::malformed_lines"),
         top_k_mutant!(NEVER_FORGETS_EVENTS, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(DequeSort, CASE_FOLDED, "top_k::l1_window::user_ids"),
+        top_k_attempt!(DequeSort, TIES_CASE_INSENSITIVE, "top_k::l1_window::user_ids"),
+        top_k_attempt!(DequeSort, UNICODE_SPLIT, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, FIELDS_COUNTED_FIRST, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, SPLITS_ON_SPACES, "top_k::l3_malformed_input::malformed_lines"),
+        top_k_attempt!(DequeSort, APPEND_PRUNE_FRONT, "top_k::l2_out_of_order::short_sequences"),
+        top_k_attempt!(DequeSort, WINDOW_BY_ADDITION, "top_k::l1_window::edges"),
+        top_k_attempt!(DequeSort, SATURATING_START, "top_k::l1_window::edges"),
+        top_k_attempt!(DequeSort, PRUNES_ON_READ, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(DequeSort, KEEPS_ERROR_LOG, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(BucketHeap, HEAP_PREALLOCATES_K, "top_k::l1_window::edges"),
+        top_k_attempt!(BucketHeap, HEAP_TIES_REVERSED, "top_k::l1_window::in_order_sequences"),
+        top_k_attempt!(BucketHeap, ZERO_COUNTS_KEPT, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(BucketHeap, I64_TIMESTAMPS, "top_k::l1_window::edges"),
+        top_k_attempt!(Interned, NEVER_RELEASES_IDS, "top_k::l4_memory::memory_follows_window"),
+        top_k_attempt!(LazyPrune, SPLIT_OFF_KEEPS_HEAD, "top_k::l2_out_of_order::long_streams"),
+        top_k_attempt!(PerUser, PRUNED_ON_TOUCH, "top_k::l4_memory::memory_follows_window"),
         idempotency_mutant!(IN_FLIGHT_BEFORE_MISMATCH, "idempotency::l2_leases::edges"),
         idempotency_mutant!(JOINED_KEY, "idempotency::l2_leases::edges"),
         idempotency_mutant!(STALE_COMPLETE_ACCEPTED, "idempotency::l2_leases::edges"),
@@ -280,7 +308,22 @@ fn cases() -> Vec<(Case, Expect)> {
         ),
     ];
     for (design, suite) in correct {
-        cases.extend(suite.into_iter().map(|c| (c.prefixed(&format!("correct::{design}")), Expect::Pass)));
+        cases.extend(suite.into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{design}")), Expect::Pass)));
+    }
+    // Correct top-K attempts of other designs than the reference: a false red verdict
+    // on any of them is a grading bug.
+    {
+        use mutants::top_k_attempts::{BucketHeap, DequeSort, Interned, LazyPrune, NONE as OK};
+        let correct: [(&str, top_k::Factory); 4] = [
+            ("deque_sort", top_k::factory::<DequeSort<OK>>()),
+            ("bucket_heap", top_k::factory::<BucketHeap<OK>>()),
+            ("interned", top_k::factory::<Interned<OK>>()),
+            ("lazy_prune", top_k::factory::<LazyPrune<OK>>()),
+        ];
+        for (name, make) in correct {
+            let prefix = format!("correct_attempt::{name}");
+            cases.extend(top_k::suite(make).into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
+        }
     }
     for mutant in mutants() {
         let case = mutant
@@ -299,6 +342,25 @@ fn cases() -> Vec<(Case, Expect)> {
         idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
+    // Deadlines count from the last sign of life: a case that keeps making progress for
+    // twice its deadline (as a correct attempt may on a busy machine) still passes.
+    cases.push((
+        Case::new(
+            "isolation",
+            harness::Level { number: 0, name: "runner" },
+            "slow_but_progressing",
+            "",
+            Duration::from_secs(2),
+            || {
+                for _ in 0..40 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    harness::watchdog::progress();
+                }
+                Ok(())
+            },
+        ),
+        Expect::Pass,
+    ));
     // A deadlock is reported by the watchdog, as FAILED with the calls that never
     // returned, long before the deadline: in a sequential replay and among threads.
     let stuck_case = |id: &str| {

@@ -651,7 +651,7 @@ fn expiry_races(make: Factory) -> CaseResult {
     let result = check_histories_after::<TtlLruSpec, _>(
         &config,
         &setup,
-        EXPIRY_RACES,
+        RACES,
         pick,
         || {
             let clock = ManualClock::new();
@@ -663,8 +663,42 @@ fn expiry_races(make: Factory) -> CaseResult {
     result
 }
 
-/// Many small histories: the race needs a get and an insert of k0 to meet.
-const EXPIRY_RACES: HistoryBudget = HistoryBudget { rounds: &[(2, 3, 200), (3, 3, 100)], seed: 0xe7e7 };
+/// Races on recency at capacity: every history starts from a full cache (k0 least
+/// recently used, then k1), and threads get k0 and k1 while others insert k2, which
+/// evicts whichever is least recently used at that instant. An attempt that finds the
+/// value in one critical section and moves it to the front in another lets an
+/// eviction pick the entry that the get has already returned as used.
+fn recency_races(make: Factory) -> CaseResult {
+    set_forced_yields(true);
+    let config = Config { capacity: 2 };
+    let setup = [Op::Insert { key: 0, value: 1, ttl: LONG }, Op::Insert { key: 1, value: 2, ttl: LONG }];
+    let pick = |rng: &mut SplitMix, thread: usize| {
+        let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
+        match rng.below(6) {
+            0 | 1 => Op::Get(0),
+            2 => Op::Get(1),
+            3 => Op::Insert { key: 2, value, ttl: LONG },
+            4 => Op::Get(2),
+            _ => Op::Len,
+        }
+    };
+    let result = check_histories_after::<TtlLruSpec, _>(
+        &config,
+        &setup,
+        RACES,
+        pick,
+        || {
+            let clock = ManualClock::new();
+            Ok((build(make, config.capacity, &clock)?, clock))
+        },
+        |(cache, clock), op| apply(cache.as_ref(), clock, op),
+    );
+    set_forced_yields(false);
+    result
+}
+
+/// Many small histories from a set-up state: a race needs two particular calls to meet.
+const RACES: HistoryBudget = HistoryBudget { rounds: &[(2, 3, 200), (3, 3, 100)], seed: 0xe7e7 };
 
 /// A load that takes 600ms of test time, with ttl 1s: the entry lives until 1s after
 /// it landed (the contract: stored as `insert` would store it when it lands).
@@ -922,6 +956,11 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L3, "linearizable_full",
             "As `linearizable`, at capacity 1 where every insert evicts: eviction, recency update and len must all happen inside the same critical section.",
             THREADED, |make| concurrent_case(make, 1, false)),
+        case(L3, "recency_races",
+            "Threads read entries while others insert into a full cache. A get that returns a value must also make it the most \
+             recently used in the same critical section: if another thread's insert runs in between, it evicts the entry as if \
+             it had not been used.",
+            THREADED, recency_races),
         case(L3, "expiry_races",
             "Threads race on a key that has just expired. Decide that an entry is expired and drop it in the same critical section \
              that found it: after unlocking, another thread may already have stored a fresh value under that key.",

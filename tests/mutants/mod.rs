@@ -7,4 +7,5 @@ pub mod rate_limit_attempts;
 pub mod rate_limit_redis;
 pub mod stubs;
 pub mod top_k;
+pub mod top_k_attempts;
 pub mod ttl_lru;
