@@ -81,6 +81,32 @@ macro_rules! redis_limiter_mutant {
     };
 }
 
+/// A candidate-style rate-limit attempt (`tests/mutants/rate_limit_attempts.rs`) with bug `$bug`.
+macro_rules! rate_limit_attempt {
+    ($attempt:ident, $bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("rate_limit::", stringify!($attempt), "::", stringify!($bug)),
+            suite: rate_limit::suite(rate_limit::factory::<
+                mutants::rate_limit_attempts::$attempt<_, { mutants::rate_limit_attempts::$bug }>,
+            >()),
+            rejected_by: $case,
+        }
+    };
+}
+
+/// The candidate-style Redis limiter (`tests/mutants/rate_limit_redis.rs`) with bug `$bug`.
+macro_rules! redis_scripted_mutant {
+    ($bug:ident, $case:literal) => {
+        Mutant {
+            name: concat!("rate_limit::redis::scripted::", stringify!($bug)),
+            suite: rate_limit::redis_suite(rate_limit::redis_factory::<
+                mutants::rate_limit_redis::ScriptedRedis<{ mutants::rate_limit_redis::$bug }>,
+            >()),
+            rejected_by: $case,
+        }
+    };
+}
+
 macro_rules! redis_store_mutant {
     ($bug:ident, $case:literal) => {
         Mutant {
@@ -180,10 +206,26 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_mutant!(NEVER_FORGETS, "rate_limit::l4_memory::flood_of_unique_keys"),
         rate_limit_mutant!(RACY_CHECK, "rate_limit::l3_threads::linearizable"),
         rate_limit_mutant!(REMAINING_BEFORE_PAYING, "rate_limit::l1_single_bucket::short_sequences"),
+        rate_limit_mutant!(CLOCK_BEFORE_LOCK, "rate_limit::l3_threads::linearizable"),
+        rate_limit_mutant!(SWEEP_DROPS_REFILLING, "rate_limit::l4_memory::sweep_keeps_buckets_in_debt"),
+        rate_limit_mutant!(LIMITING_IN_SORTED_ORDER, "rate_limit::l2_multi_bucket::random_sequences"),
+        rate_limit_mutant!(OVERFLOWS_NEAR_BOUND, "rate_limit::l1_single_bucket::extreme_quotas"),
+        rate_limit_mutant!(INTERN_POOL, "rate_limit::l4_memory::flood_of_unique_keys"),
+        rate_limit_mutant!(PERIOD_IN_MICROS, "rate_limit::l1_single_bucket::extreme_quotas"),
+        rate_limit_attempt!(TokenBucket, FLOAT_TOKENS, "rate_limit::l1_single_bucket::short_sequences"),
+        rate_limit_attempt!(TokenBucket, TOKENS_DROP_REMAINDER, "rate_limit::l1_single_bucket::random_sequences"),
+        // A lock-order deadlock: the watchdog reports it as FAILED with the calls stuck.
+        rate_limit_attempt!(PerKeyLocks, LOCKS_IN_REQUEST_ORDER, "rate_limit::l3_threads::linearizable"),
+        rate_limit_attempt!(PerKeyLocks, SWEEP_IGNORES_HOLDERS, "rate_limit::l4_memory::sweep_under_contention"),
         redis_limiter_mutant!(EXTRA_ROUND_TRIP, "rate_limit::l5_redis::round_trips_and_keys"),
         redis_limiter_mutant!(IGNORES_FAIL_OPEN, "rate_limit::l5_redis::outage_fail_open"),
         redis_limiter_mutant!(NAMESPACE_PER_INSTANCE, "rate_limit::l5_redis::instances_share_the_burst"),
         redis_limiter_mutant!(PANICS_ON_OUTAGE, "rate_limit::l5_redis::outage_fail_closed"),
+        redis_scripted_mutant!(NO_EXPIRY, "rate_limit::l5_redis::sequences"),
+        redis_scripted_mutant!(EXPIRY_ONE_PERIOD, "rate_limit::l5_redis::expiry_outlives_debt"),
+        redis_scripted_mutant!(EXPIRY_A_DAY, "rate_limit::l5_redis::sequences"),
+        redis_scripted_mutant!(EXPIRY_MICROS_AS_MILLIS, "rate_limit::l5_redis::sequences"),
+        redis_scripted_mutant!(EXPIRY_WITHOUT_MARGIN, "rate_limit::l5_redis::sequences"),
         top_k_mutant!(WINDOW_START_INCLUSIVE, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(TIES_BY_ARRIVAL, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(IGNORES_K, "top_k::l1_window::edges"),
@@ -286,6 +328,31 @@ fn cases() -> Vec<(Case, Expect)> {
             idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::NONE }>>(),
         ));
     cases.extend(base.map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
+    // Correct designs other than the references', as candidates write them: a red verdict
+    // on any of them is a grader bug.
+    let correct = [
+        (
+            "token_bucket",
+            rate_limit::suite(rate_limit::factory::<
+                mutants::rate_limit_attempts::TokenBucket<_, { mutants::rate_limit_attempts::NONE }>,
+            >()),
+        ),
+        (
+            "per_key_locks",
+            rate_limit::suite(rate_limit::factory::<
+                mutants::rate_limit_attempts::PerKeyLocks<_, { mutants::rate_limit_attempts::NONE }>,
+            >()),
+        ),
+        (
+            "scripted_redis",
+            rate_limit::redis_suite(rate_limit::redis_factory::<
+                mutants::rate_limit_redis::ScriptedRedis<{ mutants::rate_limit_redis::NONE }>,
+            >()),
+        ),
+    ];
+    for (design, suite) in correct {
+        cases.extend(suite.into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{design}")), Expect::Pass)));
+    }
     // Correct top-K attempts of other designs than the reference: a false red verdict
     // on any of them is a grading bug.
     {

@@ -9,7 +9,11 @@
 //!   instant the same request would pass;
 //! * bad requests (no limits, a key twice, cost > burst) are errors that change nothing;
 //! * time never goes back for the limiter (use the latest time seen);
-//! * full buckets must be forgotten, so memory follows the keys in debt.
+//! * a key always comes with the same quota (the policy is part of the key);
+//! * periods may be a few nanoseconds and τ = burst × period up to 2^63 ns: exact
+//!   integer arithmetic, without overflow (`tat + cost × period` may not fit a u64);
+//! * full buckets must be forgotten, so memory follows the keys in debt (the grader
+//!   measures real heap bytes).
 //!
 //! Level 5 puts the same limiter on Redis ([`RedisLimiter`], see `RedisRateLimiter`):
 //! one Lua script per check, keys hash-tagged `{namespace}:...`, time in µs, a timeout
@@ -44,10 +48,6 @@ where
     fn check(&self, limits: &[(K, Quota)], cost: u32) -> Result<Decision, LimitError> {
         let _ = (limits, cost);
         todo!("rate_limit: check")
-    }
-
-    fn tracked_keys(&self) -> usize {
-        todo!("rate_limit: tracked_keys")
     }
 }
 

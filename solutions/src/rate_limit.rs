@@ -64,11 +64,15 @@ struct Verdict {
 }
 
 fn verdict(stored: Option<u64>, now: u64, quota: Quota, cost: u32) -> Verdict {
-    let period = quota.period().as_nanos() as u64;
-    let tolerance = period * u64::from(quota.burst());
+    let tolerance = quota.tolerance_nanos();
+    // cost ≤ burst (validated), so the spend is at most τ < 2^63.
+    let spend = u64::from(cost) * quota.period_nanos();
     let tat = stored.unwrap_or(now).max(now);
-    let new_tat = tat.saturating_add(u64::from(cost) * period);
-    Verdict { tat, new_tat, wait: new_tat.saturating_sub(tolerance).saturating_sub(now) }
+    // The request conforms from tat + spend − τ on; rearranged, since tat + spend may
+    // pass u64::MAX when τ is near its 2^63 ns bound.
+    let earliest = tat.saturating_sub(tolerance - spend);
+    // Only stored when allowed, and then at most now + τ < 2^64.
+    Verdict { tat, new_tat: tat.saturating_add(spend), wait: earliest.saturating_sub(now) }
 }
 
 /// The decision for a request, from each bucket's verdict (all in nanoseconds).
@@ -93,9 +97,8 @@ fn decision(now: u64, quotas: &[Quota], verdicts: &[Verdict]) -> Decision {
 }
 
 fn whole_tokens(now: u64, tat: u64, quota: Quota) -> u32 {
-    let period = quota.period().as_nanos() as u64;
-    let tolerance = period * u64::from(quota.burst());
-    ((now + tolerance).saturating_sub(tat) / period) as u32
+    // now and τ are both below 2^63 ns (the contract's domain): the sum fits.
+    ((now + quota.tolerance_nanos()).saturating_sub(tat) / quota.period_nanos()) as u32
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync> Limiter<K> {
@@ -172,10 +175,6 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Limiter<K> {
         let quotas: Vec<Quota> = limits.iter().map(|(_, q)| *q).collect();
         Ok(decision(now, &quotas, &verdicts))
     }
-
-    fn tracked_keys(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().tats.len()).sum()
-    }
 }
 
 /// GCRA over all of a request's buckets, atomically. KEYS: the buckets, then the
@@ -205,8 +204,9 @@ end
 if allowed == 1 and cost > 0 then
   for i = 1, n do
     local new_tat = tonumber(out[3 * i - 1])
-    -- Expire once full again (plus a second of slack): idle buckets cost no memory.
-    redis.call('SET', KEYS[i], out[3 * i - 1], 'PX', math.floor((new_tat - now) / 1000) + 1000)
+    -- Expire a second (REDIS_EXPIRY_MARGIN) after the bucket is full again: idle
+    -- buckets cost no memory, and Redis's clock running ahead of ours costs no tokens.
+    redis.call('SET', KEYS[i], out[3 * i - 1], 'PX', math.ceil((new_tat - now) / 1000) + 1000)
   end
 end
 table.insert(out, 1, int(now))

@@ -3,6 +3,8 @@
 
 pub mod idempotency;
 pub mod rate_limit;
+pub mod rate_limit_attempts;
+pub mod rate_limit_redis;
 pub mod stubs;
 pub mod top_k;
 pub mod top_k_attempts;

@@ -3,7 +3,8 @@
 //! suite; `Flawed<_, B>` must be rejected by the case its `MUTANTS` entry names.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,9 +22,26 @@ pub const OVER_BURST_DENIES: u8 = 7;
 pub const NEVER_FORGETS: u8 = 8;
 pub const RACY_CHECK: u8 = 9;
 pub const REMAINING_BEFORE_PAYING: u8 = 10;
+/// Reads the clock (and bumps an atomic latest time) before taking the lock: a check can
+/// then decide at a time older than a decision already made on its bucket.
+pub const CLOCK_BEFORE_LOCK: u8 = 11;
+/// The sweep drops buckets that have a token back ("usable") instead of full ones.
+pub const SWEEP_DROPS_REFILLING: u8 = 12;
+/// Sorts the request's buckets (to lock them in a global order) and reports `limiting`
+/// as an index into the sorted order instead of the caller's.
+pub const LIMITING_IN_SORTED_ORDER: u8 = 13;
+/// Plain u64 arithmetic: `tat + cost × period` overflows for τ near 2^63 ns.
+pub const OVERFLOWS_NEAR_BOUND: u8 = 14;
+/// Keeps time in whole microseconds (periods rounded up): odd-nanosecond periods drift.
+pub const PERIOD_IN_MICROS: u8 = 15;
+/// Sweeps full buckets, but keeps every key it has seen in a side table ("first seen",
+/// for stats) that nothing ever prunes: a hidden pool the old key count never showed.
+pub const INTERN_POOL: u8 = 16;
 
 struct State<K> {
     tats: HashMap<K, u64>,
+    /// Every key ever paid for, and when (INTERN_POOL only).
+    first_seen: HashMap<K, u64>,
     latest: u64,
     sweep_at: usize,
 }
@@ -31,16 +49,26 @@ struct State<K> {
 pub struct Flawed<K, const BUG: u8> {
     clock: SharedClock,
     state: Mutex<State<K>>,
+    /// The latest time, outside the lock (CLOCK_BEFORE_LOCK only).
+    latest: AtomicU64,
 }
 
-fn nanos(quota: Quota) -> (u64, u64) {
-    let period = quota.period().as_nanos() as u64;
-    (period, period * u64::from(quota.burst()))
+/// (T, τ) in nanoseconds, widened so that no sum overflows.
+fn nanos<const BUG: u8>(quota: Quota) -> (u128, u128) {
+    let mut period = u128::from(quota.period_nanos());
+    if BUG == PERIOD_IN_MICROS {
+        period = period.div_ceil(1_000) * 1_000;
+    }
+    (period, period * u128::from(quota.burst()))
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawed<K, BUG> {
     fn new(clock: SharedClock) -> Self {
-        Flawed { clock, state: Mutex::new(State { tats: HashMap::new(), latest: 0, sweep_at: 64 }) }
+        Flawed {
+            clock,
+            state: Mutex::new(State { tats: HashMap::new(), first_seen: HashMap::new(), latest: 0, sweep_at: 64 }),
+            latest: AtomicU64::new(0),
+        }
     }
 
     fn check(&self, limits: &[(K, Quota)], cost: u32) -> Result<Decision, LimitError> {
@@ -58,24 +86,40 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawe
             }
         }
         let cost = if BUG == PEEK_CONSUMES { cost.max(1) } else { cost };
+        let early = (BUG == CLOCK_BEFORE_LOCK).then(|| {
+            let clock = self.clock.now().as_nanos();
+            let now = self.latest.fetch_max(clock, Ordering::SeqCst).max(clock);
+            // The bug's window: picking a shard hashes the key before locking it.
+            std::hint::black_box(std::hash::RandomState::new().hash_one(&limits[0].0));
+            now
+        });
         let mut state = self.state.lock().unwrap();
         let clock = self.clock.now().as_nanos();
         state.latest = state.latest.max(clock);
-        let now = if BUG == RAW_CLOCK { clock } else { state.latest };
+        let now = match early {
+            Some(now) => now,
+            None if BUG == RAW_CLOCK => clock,
+            None => state.latest,
+        };
 
-        // (tat before, tat if allowed, wait)
-        let mut verdicts = Vec::new();
+        // (tat before, tat if allowed, wait), in u128: tat + cost·T may pass u64::MAX.
+        let mut verdicts: Vec<(u128, u128, u128)> = Vec::new();
         for (key, quota) in limits {
-            let (period, tolerance) = nanos(*quota);
+            let (period, tolerance) = nanos::<BUG>(*quota);
             let slack = if BUG == ALLOWS_ONE_EXTRA { period } else { 0 };
             let tat = state.tats.get(key).copied().unwrap_or(now).max(now);
-            let new_tat = tat + u64::from(cost) * period;
-            let wait = new_tat.saturating_sub(tolerance + slack).saturating_sub(now);
+            let new_tat = if BUG == OVERFLOWS_NEAR_BOUND {
+                // The bug: plain u64 arithmetic.
+                u128::from(tat + u64::from(cost) * period as u64)
+            } else {
+                u128::from(tat) + u128::from(cost) * period
+            };
+            let wait = new_tat.saturating_sub(tolerance + slack).saturating_sub(u128::from(now));
             if BUG == DENIED_CONSUMES && wait == 0 {
                 // The bug: pays as it goes, before knowing the other buckets agree.
-                state.tats.insert(key.clone(), new_tat);
+                state.tats.insert(key.clone(), new_tat as u64);
             }
-            verdicts.push((tat, new_tat, wait));
+            verdicts.push((u128::from(tat), new_tat, wait));
         }
         let allowed = verdicts.iter().all(|v| v.2 == 0);
         if BUG == RACY_CHECK {
@@ -87,46 +131,55 @@ impl<K: Hash + Eq + Clone + Send + Sync, const BUG: u8> RateLimiter<K> for Flawe
         }
         if allowed && cost > 0 && BUG != DENIED_CONSUMES {
             for ((key, _), v) in limits.iter().zip(&verdicts) {
-                state.tats.insert(key.clone(), v.1);
+                state.tats.insert(key.clone(), v.1 as u64);
+                if BUG == INTERN_POOL {
+                    state.first_seen.entry(key.clone()).or_insert(now);
+                }
             }
         }
         if BUG != NEVER_FORGETS && state.tats.len() >= state.sweep_at {
-            state.tats.retain(|_, tat| *tat > now);
+            // Full means TAT ≤ now; the bug keeps only buckets a whole period in debt.
+            let keep_above = if BUG == SWEEP_DROPS_REFILLING { now + limits[0].1.period_nanos() } else { now };
+            state.tats.retain(|_, tat| *tat > keep_above);
             state.sweep_at = (2 * state.tats.len()).max(64);
         }
 
-        let after = |v: &(u64, u64, u64)| if allowed && BUG != REMAINING_BEFORE_PAYING { v.1 } else { v.0 };
+        let after = |v: &(u128, u128, u128)| if allowed && BUG != REMAINING_BEFORE_PAYING { v.1 } else { v.0 };
         let remaining: Vec<u32> = limits
             .iter()
             .zip(&verdicts)
             .map(|((_, q), v)| {
-                let (period, tolerance) = nanos(*q);
-                ((now + tolerance).saturating_sub(after(v)) / period) as u32
+                let (period, tolerance) = nanos::<BUG>(*q);
+                ((u128::from(now) + tolerance).saturating_sub(after(v)) / period) as u32
             })
             .collect();
         let fewest = remaining.iter().copied().min().unwrap_or(0);
         let waits = verdicts.iter().map(|v| v.2).filter(|&w| w > 0);
         let mut wait = if BUG == RETRY_AFTER_SHORTEST { waits.min() } else { waits.max() }.unwrap_or(0);
-        let limiting = if allowed {
+        let mut limiting = if allowed {
             remaining.iter().position(|&r| r == fewest)
         } else {
             verdicts.iter().position(|v| v.2 == wait)
-        };
+        }
+        .unwrap_or(0);
+        if BUG == LIMITING_IN_SORTED_ORDER {
+            // The bug: the index is taken in the locking order (by hash), not the caller's.
+            let hasher = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+            let mut order: Vec<usize> = (0..limits.len()).collect();
+            order.sort_by_key(|&i| hasher.hash_one(&limits[i].0));
+            limiting = order.iter().position(|&i| i == limiting).unwrap_or(0);
+        }
         if BUG == RETRY_AFTER_WHOLE_SECONDS {
             wait = wait.div_ceil(1_000_000_000) * 1_000_000_000;
         }
-        let reset = verdicts.iter().map(|v| if allowed { v.1 } else { v.0 } - now).max().unwrap_or(0);
+        let reset = verdicts.iter().map(|v| if allowed { v.1 } else { v.0 } - u128::from(now)).max().unwrap_or(0);
         Ok(Decision {
             allowed,
             remaining: fewest,
-            retry_after: Duration::from_nanos(wait),
-            reset_after: Duration::from_nanos(reset),
-            limiting: limiting.unwrap_or(0),
+            retry_after: Duration::from_nanos(wait as u64),
+            reset_after: Duration::from_nanos(reset as u64),
+            limiting,
         })
-    }
-
-    fn tracked_keys(&self) -> usize {
-        self.state.lock().unwrap().tats.len()
     }
 }
 

@@ -46,9 +46,6 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Stub {
     fn check(&self, _: &[(K, Quota)], _: u32) -> Result<Decision, LimitError> {
         todo!()
     }
-    fn tracked_keys(&self) -> usize {
-        todo!()
-    }
 }
 
 impl RedisRateLimiter for Stub {
