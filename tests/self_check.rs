@@ -141,9 +141,22 @@ fn mutants() -> Vec<Mutant> {
         idempotency_mutant!(TOKENS_PER_KEY, "idempotency::l1_lifecycle::two_key_sequences"),
         idempotency_mutant!(RACY_BEGIN, "idempotency::l3_threads::exactly_one_executes"),
         idempotency_mutant!(NEVER_REAPS, "idempotency::l4_memory::memory_follows_retention"),
+        idempotency_mutant!(COMPLETED_BEFORE_STALE, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(CLOCK_READ_BEFORE_LOCK, "idempotency::l3_threads::clock_moves"),
+        idempotency_mutant!(SWEEP_DROPS_EXPIRED_LEASES, "idempotency::l4_memory::housekeeping"),
+        idempotency_mutant!(INTERN_POOL, "idempotency::l4_memory::memory_follows_retention"),
+        idempotency_mutant!(LEASE_IN_WHOLE_MS, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(LOSSY_BODY, "idempotency::l1_lifecycle::one_key_sequences"),
+        idempotency_mutant!(DURATION_OVERFLOW, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(SPLIT_COMPLETE, "idempotency::l3_threads::takeover_race"),
         redis_store_mutant!(CHECK_THEN_EXECUTE, "idempotency::l5_redis::one_executor_across_instances"),
         redis_store_mutant!(EXTRA_ROUND_TRIP, "idempotency::l5_redis::round_trips_and_keys"),
         redis_store_mutant!(PANICS_ON_OUTAGE, "idempotency::l5_redis::outage"),
+        redis_store_mutant!(EXPIRY_LEASE_ONLY, "idempotency::l5_redis::expiry_in_real_time"),
+        redis_store_mutant!(NO_EXPIRY_IN_PROGRESS, "idempotency::l5_redis::key_lifetimes"),
+        redis_store_mutant!(TTL_IN_MICROS, "idempotency::l5_redis::key_lifetimes"),
+        redis_store_mutant!(COMPLETED_BEFORE_STALE, "idempotency::l5_redis::sequences"),
+        redis_store_mutant!(RETENTION_AS_MILLIS, "idempotency::l5_redis::key_lifetimes"),
     ]
 }
 
@@ -205,6 +218,16 @@ fn cases() -> Vec<(Case, Expect)> {
             idempotency::factory::<mutants::idempotency::Flawed<{ mutants::idempotency::NONE }>>(),
         ));
     cases.extend(base.map(|c| (c.prefixed("mutant_base"), Expect::Pass)));
+    // Correct attempts of other designs than the reference's: every case passes them.
+    let attempts = [
+        ("rwlock", idempotency::factory::<mutants::idempotency_attempts::RwLockStore>()),
+        ("per_key_locks", idempotency::factory::<mutants::idempotency_attempts::PerKeyStore>()),
+        ("expiry_queue", idempotency::factory::<mutants::idempotency_attempts::ExpiryQueueStore>()),
+    ];
+    for (name, make) in attempts {
+        let suite = idempotency::suite(make).into_iter();
+        cases.extend(suite.map(|c| (c.prefixed(&format!("attempt::{name}")), Expect::Pass)));
+    }
     for mutant in mutants() {
         let case = mutant
             .suite
