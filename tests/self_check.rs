@@ -108,6 +108,14 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(WAITERS_STRANDED_BY_PANIC, "ttl_lru::l4_single_flight::panicking_loader"),
         ttl_lru_mutant!(LOAD_HIT_SKIPS_RECENCY, "ttl_lru::l4_single_flight::short_sequences"),
         ttl_lru_mutant!(WRITES_IGNORE_LOADING, "ttl_lru::l4_single_flight::linearizable"),
+        ttl_lru_mutant!(LOAD_TTL_FROM_START, "ttl_lru::l4_single_flight::ttl_from_landing"),
+        ttl_lru_mutant!(GET_RECENCY_SPLIT, "ttl_lru::l3_threads::linearizable"),
+        ttl_lru_mutant!(LOST_WAKEUP, "ttl_lru::l4_single_flight::loads_once"),
+        ttl_lru_mutant!(TTL_CAPPED, "ttl_lru::l2_ttl::edges"),
+        ttl_lru_mutant!(MILLISECOND_TIME, "ttl_lru::l2_ttl::random_sequences"),
+        ttl_lru_mutant!(PREALLOCATES, "ttl_lru::l1_lru::huge_capacity"),
+        ttl_lru_mutant!(SWEEP_LOSES_ORDER, "ttl_lru::l2_ttl::long_sequences"),
+        ttl_lru_mutant!(EXPIRED_REMOVAL_UNCHECKED, "ttl_lru::l3_threads::linearizable"),
         rate_limit_mutant!(DENIED_CONSUMES, "rate_limit::l2_multi_bucket::short_sequences"),
         rate_limit_mutant!(ALLOWS_ONE_EXTRA, "rate_limit::l1_single_bucket::short_sequences"),
         rate_limit_mutant!(RETRY_AFTER_WHOLE_SECONDS, "rate_limit::l1_single_bucket::random_sequences"),
@@ -193,6 +201,8 @@ fn misbehaviours() -> Vec<Misbehaviour> {
 /// The case a misbehaving cache is run on, with a short deadline to keep this quick.
 const MISBEHAVIOUR_CASE: &str = "ttl_lru::l1_lru::short_sequences";
 const MISBEHAVIOUR_DEADLINE: Duration = Duration::from_secs(3);
+/// Long enough for the watchdog to report a stuck case before the deadline.
+const STUCK_DEADLINE: Duration = Duration::from_secs(20);
 
 /// What each trial expects of its case.
 enum Expect {
@@ -245,6 +255,31 @@ fn cases() -> Vec<(Case, Expect)> {
         idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
+    // A deadlock is reported by the watchdog, as FAILED with the calls that never
+    // returned, long before the deadline: in a sequential replay and among threads.
+    let stuck_case = |id: &str| {
+        let mut case = suite(factory::<Flawed<_, _, MISBEHAVES_DEADLOCK>>())
+            .into_iter()
+            .find(|c| c.id == id)
+            .expect("the misbehaviour case exists");
+        case.deadline = STUCK_DEADLINE;
+        case.prefixed("isolation::MISBEHAVES_DEADLOCK::reported_as_stuck")
+    };
+    cases.push((
+        stuck_case(MISBEHAVIOUR_CASE),
+        Expect::Misbehaviour(|outcome| {
+            matches!(outcome, Outcome::Failed { report }
+                if report.contains("stuck") && report.contains("the call at step 1 of this sequence never returned"))
+        }),
+    ));
+    cases.push((
+        stuck_case("ttl_lru::l3_threads::linearizable"),
+        Expect::Misbehaviour(|outcome| {
+            matches!(outcome, Outcome::Failed { report }
+                if report.contains("calls that started and never returned:\n  thread ")
+                    && report.contains("insert(k") && report.contains("every thread's calls, in order"))
+        }),
+    ));
     for misbehaviour in misbehaviours() {
         let mut case = suite(misbehaviour.make)
             .into_iter()

@@ -24,8 +24,13 @@ pub struct Timestamp(u64);
 impl Timestamp {
     /// The clock's origin.
     pub const ZERO: Timestamp = Timestamp(0);
-    /// Later than any reachable time; `ZERO + Duration::MAX` saturates to this.
+    /// "Never": later than any time a clock reads. Arithmetic saturates to it (`t +
+    /// Duration::MAX == MAX` for every `t`), and clocks stop at [`Timestamp::LATEST`],
+    /// one nanosecond earlier, so a deadline of `MAX` (e.g. `now + Duration::MAX`) is
+    /// never reached: `now < MAX` always holds.
     pub const MAX: Timestamp = Timestamp(u64::MAX);
+    /// The latest time a clock can read (about 584 years after its origin).
+    pub const LATEST: Timestamp = Timestamp(u64::MAX - 1);
 
     pub const fn from_nanos(nanos: u64) -> Self {
         Timestamp(nanos)
@@ -33,6 +38,12 @@ impl Timestamp {
 
     pub const fn as_nanos(self) -> u64 {
         self.0
+    }
+
+    /// Where a clock standing at `self` stands after moving forward by `d`: it stops
+    /// at [`Timestamp::LATEST`]. Models move their time with this, as clocks do.
+    pub fn advanced(self, d: Duration) -> Timestamp {
+        (self + d).min(Timestamp::LATEST)
     }
 
     /// `self - earlier`, or zero when `earlier` is in fact later (clocks may step back).
@@ -214,16 +225,16 @@ impl ManualClock {
         clock
     }
 
-    /// Moves time forward by `d` (saturating).
+    /// Moves time forward by `d`, stopping at [`Timestamp::LATEST`].
     pub fn advance(&self, d: Duration) {
-        let step = duration_nanos(d);
         // fetch_update so that concurrent advances never lose a step.
-        let _ = self.nanos.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_add(step)));
+        let _ = self.nanos.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(Timestamp(n).advanced(d).0));
     }
 
-    /// Jumps to `t`, backwards included: exercises must survive a clock that steps back.
+    /// Jumps to `t` (at most [`Timestamp::LATEST`]), backwards included: exercises must
+    /// survive a clock that steps back.
     pub fn set(&self, t: Timestamp) {
-        self.nanos.store(t.0, Ordering::SeqCst);
+        self.nanos.store(t.0.min(Timestamp::LATEST.0), Ordering::SeqCst);
     }
 
     /// A handle to the same time, ready to give to an exercise.
@@ -233,8 +244,13 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
+    /// In concurrency cases a clock read is a forced-yield point, after the read: an
+    /// attempt that reads the time outside its critical section and uses it inside
+    /// (where another call may already have seen a later time) gets caught.
     fn now(&self) -> Timestamp {
-        Timestamp(self.nanos.load(Ordering::SeqCst))
+        let now = Timestamp(self.nanos.load(Ordering::SeqCst));
+        crate::linearizability::contention_point();
+        now
     }
 }
 
@@ -263,6 +279,18 @@ mod tests {
         assert_eq!(handle.now(), Timestamp::from_nanos(3_000_000_000));
         clock.set(Timestamp::from_nanos(5));
         assert_eq!(handle.now().as_nanos(), 5);
+    }
+
+    #[test]
+    fn a_manual_clock_never_reaches_never() {
+        let clock = ManualClock::new();
+        let forever = clock.now() + Duration::MAX;
+        clock.advance(Duration::MAX);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now(), Timestamp::LATEST);
+        assert!(clock.now() < forever, "an expiry of now + Duration::MAX must stay ahead of the clock");
+        clock.set(Timestamp::MAX);
+        assert_eq!(clock.now(), Timestamp::LATEST);
     }
 
     #[test]

@@ -8,20 +8,24 @@
 //! replayed, so that a hang can be shown with its input) and one final `verdict`.
 
 use std::env;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{self, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wait_timeout::ChildExt;
 
-use crate::suite::{guarded, install_quiet_panic_hook, Case, CaseError};
+use crate::suite::{guarded, install_quiet_panic_hook, split_hint, Case, CaseError};
 
 /// Set in the child's environment to the id of the case it must run.
 pub const CASE_ENV: &str = "KATAS_CASE";
+/// Set in the child's environment when it must announce every input it tries, the hot
+/// sequential ones included (see [`trying_quietly`]).
+pub const ANNOUNCE_ENV: &str = "KATAS_ANNOUNCE_EVERY_INPUT";
 /// Set in the child's environment to its memory limit in bytes (RLIMIT_DATA).
 pub const MEMORY_ENV: &str = "KATAS_MEMORY_LIMIT";
 /// Every case gets this much heap unless the runner is told otherwise.
@@ -33,6 +37,7 @@ const VERDICT_MARK: &str = "@katas:verdict ";
 const OUTPUT_TAIL_LINES: usize = 20;
 
 static IN_CHILD: AtomicBool = AtomicBool::new(false);
+static ANNOUNCE_EVERY_INPUT: AtomicBool = AtomicBool::new(false);
 
 #[derive(Serialize, Deserialize)]
 enum WireVerdict {
@@ -47,6 +52,7 @@ enum WireVerdict {
 pub fn serve_child_if_requested(cases: &[Case]) {
     let Ok(id) = env::var(CASE_ENV) else { return };
     IN_CHILD.store(true, Ordering::SeqCst);
+    ANNOUNCE_EVERY_INPUT.store(env::var_os(ANNOUNCE_ENV).is_some(), Ordering::SeqCst);
     // Memory levels measure the real heap: count every allocation the case makes.
     crate::heap::enable();
     install_quiet_panic_hook();
@@ -54,6 +60,12 @@ pub fn serve_child_if_requested(cases: &[Case]) {
         // Best effort: if the limit cannot be set the case still runs, just unbounded.
         let _ = rlimit::setrlimit(rlimit::Resource::DATA, limit, limit);
     }
+    // A deadlock or an infinite loop is reported within seconds of the last progress,
+    // with the calls that never returned, rather than at the case's deadline.
+    crate::watchdog::spawn(|report| {
+        send_verdict(&WireVerdict::Failed(report));
+        process::exit(0);
+    });
     let verdict = match cases.iter().find(|case| case.id == id) {
         None => WireVerdict::Failed(format!("no case with id `{id}` in this binary")),
         Some(case) => match guarded(|| (case.run)()) {
@@ -67,23 +79,63 @@ pub fn serve_child_if_requested(cases: &[Case]) {
             },
         },
     };
-    let line = serde_json::to_string(&verdict).expect("verdicts always serialize");
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{VERDICT_MARK}{line}");
-    let _ = out.flush();
-    drop(out);
+    send_verdict(&verdict);
     process::exit(0);
 }
 
-/// Announces the input about to be replayed. Cheap no-op outside a child.
+fn send_verdict(verdict: &WireVerdict) {
+    let line = serde_json::to_string(verdict).expect("verdicts always serialize");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{VERDICT_MARK}{line}");
+    let _ = out.flush();
+}
+
+/// Announces the input about to be tried, to the parent (so that a crash or a hang is
+/// shown with its input) and to the watchdog. Cheap no-op outside a child.
 pub fn trying(input: &dyn fmt::Debug) {
     if !IN_CHILD.load(Ordering::Relaxed) {
         return;
     }
-    let text = serde_json::to_string(&format!("{input:?}")).expect("strings serialize");
+    static LINE: Mutex<String> = Mutex::new(String::new());
+    let mut line = LINE.lock().unwrap_or_else(PoisonError::into_inner);
+    line.clear();
+    line.push_str(TRYING_MARK);
+    // A `Debug` rendering is one line; make sure of it, the wire is line-based.
+    let _ = write!(line, "{input:?}");
+    if line.contains('\n') {
+        *line = line.replace('\n', " ");
+    }
+    crate::watchdog::set_trying(Box::new(Announced(line[TRYING_MARK.len()..].to_string())));
+    line.push('\n');
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{TRYING_MARK}{text}");
+    let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
+}
+
+/// [`trying`] for the hot path (every replay of an exhaustive enumeration, hundreds of
+/// thousands per case): the input is only kept, for the watchdog to render if the
+/// case gets stuck, and not written out. If the child then dies without a verdict
+/// (crash, exit, out of memory, deadline), the parent runs the case again with
+/// [`ANNOUNCE_ENV`] set, where every input is announced: sequential replays are
+/// deterministic, so the re-run stops at the same input and shows it.
+pub fn trying_quietly(input: Box<dyn fmt::Debug + Send>) {
+    if !IN_CHILD.load(Ordering::Relaxed) {
+        return;
+    }
+    if ANNOUNCE_EVERY_INPUT.load(Ordering::Relaxed) {
+        trying(&input);
+    } else {
+        crate::watchdog::set_trying(input);
+    }
+}
+
+/// An input already rendered as text.
+struct Announced(String);
+
+impl fmt::Debug for Announced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// How a case ended, as seen from the parent.
@@ -142,6 +194,26 @@ impl Outcome {
         }
     }
 
+    /// The child ended without a verdict and without announcing what it was trying.
+    fn lacks_its_input(&self) -> bool {
+        matches!(
+            self,
+            Outcome::TimedOut { trying: None, .. }
+                | Outcome::OutOfMemory { trying: None, .. }
+                | Outcome::Exited { trying: None, .. }
+                | Outcome::Crashed { trying: None, .. }
+        )
+    }
+
+    /// The hint for this outcome: the one the failure carries for the behaviour that
+    /// differed, else the case's own.
+    pub fn hint<'a>(&'a self, case: &'a Case) -> &'a str {
+        match self {
+            Outcome::Failed { report } => split_hint(report).1.unwrap_or(case.hint),
+            _ => case.hint,
+        }
+    }
+
     /// Everything a learner needs to see about a non-passing outcome.
     pub fn details(&self) -> String {
         fn with_input(text: String, trying: &Option<String>, output: &str) -> String {
@@ -157,7 +229,7 @@ impl Outcome {
         match self {
             Outcome::Passed => String::new(),
             Outcome::NotImplemented { detail } => format!("still a stub: {detail}"),
-            Outcome::Failed { report } => report.clone(),
+            Outcome::Failed { report } => split_hint(report).0.to_string(),
             Outcome::Skipped { reason } => format!("skipped: {reason}"),
             Outcome::TimedOut { limit, trying, output } => with_input(
                 format!("did not finish within {limit:?}: an infinite loop or a deadlock?"),
@@ -188,6 +260,22 @@ pub fn run_isolated(case: &Case) -> Outcome {
 /// differs: `(name, Some(value))` sets a variable, `(name, None)` removes it (e.g. to
 /// test behaviour without Redis).
 pub fn run_isolated_in(case: &Case, memory_limit: u64, env_changes: &[(&str, Option<&str>)]) -> Outcome {
+    let outcome = run_child(case, memory_limit, env_changes);
+    if !outcome.lacks_its_input() {
+        return outcome;
+    }
+    // The child died on an input it tried quietly: run it again announcing every input.
+    let mut env = env_changes.to_vec();
+    env.push((ANNOUNCE_ENV, Some("1")));
+    let again = run_child(case, memory_limit, &env);
+    if !again.passed() && !again.lacks_its_input() && again.label() == outcome.label() {
+        again
+    } else {
+        outcome
+    }
+}
+
+fn run_child(case: &Case, memory_limit: u64, env_changes: &[(&str, Option<&str>)]) -> Outcome {
     let exe = match env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return crashed(format!("cannot find this binary to re-run it: {e}")),
@@ -250,8 +338,8 @@ impl ChildReport {
         let mut report = ChildReport::default();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(json) = line.strip_prefix(TRYING_MARK) {
-                report.trying = serde_json::from_str::<String>(json).ok();
+            if let Some(input) = line.strip_prefix(TRYING_MARK) {
+                report.trying = Some(input.to_string());
             } else if let Some(json) = line.strip_prefix(VERDICT_MARK) {
                 report.verdict = serde_json::from_str(json).ok();
             } else {

@@ -6,7 +6,8 @@
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends;
 //!   [`redis_server`]: a private Redis server for the distributed levels;
-//!   [`heap`]: the counting allocator the memory levels measure with.
+//!   [`heap`]: the counting allocator the memory levels measure with; [`watchdog`]:
+//!   a stuck case reported within seconds, with the calls that never returned.
 //!
 //! This crate never depends on `exercises` or `solutions`: suites are handed the
 //! implementation to grade.
@@ -24,6 +25,7 @@ pub mod sequential;
 pub mod suite;
 pub mod top_k;
 pub mod ttl_lru;
+pub mod watchdog;
 
 pub use suite::{Case, CaseError, CaseResult, Level};
 

@@ -17,7 +17,7 @@ pub fn trial(case: Case, expect: impl Fn(&Outcome) -> Result<(), String> + Send 
     let skip = case.needs_redis && !redis_server::required() && redis_server::availability().is_err();
     Trial::test(name, move || {
         let outcome = run_isolated(&case);
-        expect(&outcome).map_err(|why| Failed::from(format!("{why}\nhint: {}", case.hint)))
+        expect(&outcome).map_err(|why| Failed::from(format!("{why}\nhint: {}", outcome.hint(&case))))
     })
     .with_ignored_flag(skip)
 }

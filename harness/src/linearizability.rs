@@ -12,12 +12,13 @@ use std::collections::HashSet;
 use std::fmt::{Debug, Write as _};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::thread;
 
 use crate::isolation::trying;
 use crate::sequential::Spec;
 use crate::suite::{CaseError, CaseResult, Panic};
+use crate::watchdog;
 
 static FORCED_YIELDS: AtomicBool = AtomicBool::new(false);
 
@@ -68,6 +69,25 @@ impl Debug for Key {
     }
 }
 
+/// The value type handed to attempts in graded suites: a number whose `Clone` hits a
+/// [`contention_point`], so a value copied inside a critical section widens it, and
+/// one copied between two critical sections widens the gap.
+#[derive(PartialEq, Eq, Hash)]
+pub struct Payload(pub u32);
+
+impl Clone for Payload {
+    fn clone(&self) -> Self {
+        contention_point();
+        Payload(self.0)
+    }
+}
+
+impl Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// One completed call in a history.
 #[derive(Clone, Debug)]
 pub struct Event<O, R> {
@@ -84,40 +104,112 @@ pub struct Event<O, R> {
 /// returned before another was invoked comes first), makes the model return exactly
 /// what each call returned. Depth-first search, memoised on (events done, model state).
 pub fn is_linearizable<S: Spec>(initial: &S::Model, history: &[Event<S::Op, S::Output>]) -> bool {
-    assert!(history.len() <= 64, "histories are limited to 64 events");
-    let all = if history.len() == 64 { u64::MAX } else { (1u64 << history.len()) - 1 };
-    let mut dead_ends = HashSet::new();
-    search::<S>(initial, 0, all, history, &mut dead_ends)
+    linearize::<S>(initial, history).is_ok()
 }
 
-fn search<S: Spec>(
-    model: &S::Model,
-    done: u64,
-    all: u64,
+/// Why a history is not linearizable, as porcupine shows it: the longest order the
+/// search found that explains some of the calls, and the calls that could come next
+/// with what the model would have returned instead.
+#[derive(Clone, Debug)]
+pub struct PartialOrder<R> {
+    /// Indices into the history, in the order they take effect.
+    pub order: Vec<usize>,
+    /// (index into the history, what the model returns for it after `order`).
+    pub blocked: Vec<(usize, R)>,
+}
+
+/// [`is_linearizable`], with the longest partial linearization when there is none.
+pub fn linearize<S: Spec>(
+    initial: &S::Model,
     history: &[Event<S::Op, S::Output>],
-    dead_ends: &mut HashSet<(u64, S::Model)>,
-) -> bool {
-    if done == all {
-        return true;
+) -> Result<(), PartialOrder<S::Output>> {
+    assert!(history.len() <= 64, "histories are limited to 64 events");
+    let all = if history.len() == 64 { u64::MAX } else { (1u64 << history.len()) - 1 };
+    let mut search =
+        Search::<S> { history, all, dead_ends: HashSet::new(), path: Vec::new(), best: (Vec::new(), initial.clone()) };
+    if search.run(initial, 0) {
+        return Ok(());
     }
-    if dead_ends.contains(&(done, model.clone())) {
-        return false;
-    }
-    let pending = || history.iter().enumerate().filter(move |(i, _)| done & (1 << i) == 0);
-    // Only events invoked before every pending event's return can go next.
+    let (order, model) = search.best;
+    let done = order.iter().fold(0u64, |done, &i| done | (1 << i));
+    let blocked = next_candidates(history, done)
+        .map(|i| {
+            let mut next = model.clone();
+            (i, S::step(&mut next, &history[i].op))
+        })
+        .collect();
+    Err(PartialOrder { order, blocked })
+}
+
+/// The pending events that may take effect next: those invoked before every pending
+/// event's return.
+fn next_candidates<O, R>(history: &[Event<O, R>], done: u64) -> impl Iterator<Item = usize> + '_ {
+    let pending = move || history.iter().enumerate().filter(move |(i, _)| done & (1 << i) == 0);
     let horizon = pending().map(|(_, e)| e.returned).min().unwrap_or(u64::MAX);
-    for (i, event) in pending() {
-        if event.invoked > horizon {
-            continue;
-        }
-        let mut next = model.clone();
-        if S::step(&mut next, &event.op) == event.output && search::<S>(&next, done | (1 << i), all, history, dead_ends)
-        {
+    pending().filter(move |(_, e)| e.invoked <= horizon).map(|(i, _)| i)
+}
+
+struct Search<'h, S: Spec> {
+    history: &'h [Event<S::Op, S::Output>],
+    all: u64,
+    dead_ends: HashSet<(u64, S::Model)>,
+    /// The order being tried, and the longest one seen (with the model after it).
+    path: Vec<usize>,
+    best: (Vec<usize>, S::Model),
+}
+
+impl<S: Spec> Search<'_, S> {
+    fn run(&mut self, model: &S::Model, done: u64) -> bool {
+        if done == self.all {
             return true;
         }
+        if self.path.len() > self.best.0.len() {
+            self.best = (self.path.clone(), model.clone());
+        }
+        if self.dead_ends.contains(&(done, model.clone())) {
+            return false;
+        }
+        let candidates: Vec<usize> = next_candidates(self.history, done).collect();
+        for i in candidates {
+            let mut next = model.clone();
+            if S::step(&mut next, &self.history[i].op) != self.history[i].output {
+                continue;
+            }
+            self.path.push(i);
+            let found = self.run(&next, done | (1 << i));
+            self.path.pop();
+            if found {
+                return true;
+            }
+        }
+        self.dead_ends.insert((done, model.clone()));
+        false
     }
-    dead_ends.insert((done, model.clone()));
-    false
+}
+
+/// A failed linearization as a learner reads it: the calls in the longest order that
+/// explains them, then each call that could come next and what the model says it
+/// should have returned there.
+pub fn describe_partial<O: Debug, R: Debug>(history: &[Event<O, R>], partial: &PartialOrder<R>) -> String {
+    let mut text = format!(
+        "the longest order found that explains some of the calls ({} of {}):\n",
+        partial.order.len(),
+        history.len()
+    );
+    for (n, &i) in partial.order.iter().enumerate() {
+        let e = &history[i];
+        let _ = writeln!(text, "  {:>3}. thread {}: {:?} -> {:?}", n + 1, e.thread, e.op, e.output);
+    }
+    let _ = writeln!(text, "after it, no call that could come next returned what the model says:");
+    for (i, expected) in &partial.blocked {
+        let e = &history[*i];
+        let _ = writeln!(
+            text,
+            "       thread {}: {:?} -> {:?}, but here it would return {:?}",
+            e.thread, e.op, e.output, expected
+        );
+    }
+    text
 }
 
 /// Runs each thread's ops on its own real thread, all released together by a barrier,
@@ -129,6 +221,10 @@ where
     R: Send,
 {
     trying(&per_thread);
+    let recording = watchdog::Recording::new(
+        per_thread.iter().map(|ops| ops.iter().map(|op| format!("{op:?}")).collect()).collect(),
+    );
+    watchdog::set_recording(Some(Arc::clone(&recording)));
     let clock = AtomicU64::new(0);
     let barrier = Barrier::new(per_thread.len());
     let results: Vec<thread::Result<Vec<Event<O, R>>>> = thread::scope(|scope| {
@@ -136,14 +232,17 @@ where
             .iter()
             .enumerate()
             .map(|(thread, ops)| {
-                let (clock, barrier, call) = (&clock, &barrier, &call);
+                let (clock, barrier, call, recording) = (&clock, &barrier, &call, &recording);
                 scope.spawn(move || {
                     barrier.wait();
                     ops.iter()
-                        .map(|op| {
+                        .enumerate()
+                        .map(|(index, op)| {
+                            recording.call_started(thread, index);
                             let invoked = clock.fetch_add(1, Ordering::SeqCst);
                             let output = call(op);
                             let returned = clock.fetch_add(1, Ordering::SeqCst);
+                            recording.call_returned(thread, index);
                             Event { thread, op: op.clone(), output, invoked, returned }
                         })
                         .collect()
@@ -152,6 +251,7 @@ where
             .collect();
         handles.into_iter().map(|h| h.join()).collect()
     });
+    watchdog::set_recording(None);
     let mut history = Vec::new();
     for result in results {
         match result {
@@ -237,10 +337,11 @@ where
                 (0..threads).map(|t| (0..ops_per_thread).map(|_| pick_op(&mut rng, t)).collect()).collect();
             let system = fresh()?;
             let history = record(&per_thread, |op| call(&system, op))?;
-            if !is_linearizable::<S>(&initial, &history) {
+            if let Err(partial) = linearize::<S>(&initial, &history) {
                 return Err(CaseError::failed(format!(
-                    "{config:?}\nthis concurrent history has no valid sequential order (not linearizable):\n{}",
-                    describe(&history)
+                    "{config:?}\nthis concurrent history has no valid sequential order (not linearizable):\n{}\n{}",
+                    describe(&history),
+                    describe_partial(&history, &partial)
                 )));
             }
         }
@@ -282,6 +383,18 @@ mod tests {
         assert!(is_linearizable::<Register>(&0, &ok));
         let lost_update = [event(0, Some(1), 0, 0, 3), event(1, Some(2), 0, 1, 2)];
         assert!(!is_linearizable::<Register>(&0, &lost_update));
+    }
+
+    #[test]
+    fn a_failed_search_names_the_longest_order_and_the_calls_it_cannot_place() {
+        // write(5) returned before the read began, yet the read saw 0.
+        let stale = [event(0, Some(5), 0, 0, 1), event(1, None, 0, 2, 3)];
+        let partial = linearize::<Register>(&0, &stale).unwrap_err();
+        assert_eq!(partial.order, vec![0]);
+        assert_eq!(partial.blocked, vec![(1, 5)]);
+        let text = describe_partial(&stale, &partial);
+        assert!(text.contains("(1 of 2)"), "{text}");
+        assert!(text.contains("thread 1: None -> 0, but here it would return 5"), "{text}");
     }
 
     #[test]

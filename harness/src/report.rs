@@ -95,7 +95,7 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>]) {
             for line in g.outcome.details().lines() {
                 let _ = writeln!(text, "    {line}");
             }
-            let _ = writeln!(text, "  Hint: {}\n", g.case.hint);
+            let _ = writeln!(text, "  Hint: {}\n", g.outcome.hint(g.case));
         }
         None => match graded.iter().find(|g| matches!(g.outcome, Outcome::NotImplemented { .. })) {
             Some(g) => {

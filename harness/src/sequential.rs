@@ -15,7 +15,7 @@ use proptest::test_runner::{
     noop_result_cache, Config, RngAlgorithm, RngSeed, TestCaseError, TestError, TestRng, TestRunner,
 };
 
-use crate::isolation::trying;
+use crate::isolation::trying_quietly;
 use crate::suite::{guarded, CaseError, CaseResult};
 
 /// A sequential specification: a deterministic model that says what every operation
@@ -23,9 +23,9 @@ use crate::suite::{guarded, CaseError, CaseResult};
 pub trait Spec {
     /// What a system is built from (capacity, limits, ...). Its `Debug` is the first
     /// line of every counterexample, so make it read like the constructor call.
-    type Config: Clone + Debug;
+    type Config: Clone + Debug + Send + 'static;
     /// One call on the system; its `Debug` is one numbered step of a counterexample.
-    type Op: Clone + Debug;
+    type Op: Clone + Debug + Send + 'static;
     /// What a call returned.
     type Output: Clone + PartialEq + Debug;
     /// The model's state; `Eq + Hash` so the linearizability search can memoise it.
@@ -33,19 +33,26 @@ pub trait Spec {
 
     fn model(config: &Self::Config) -> Self::Model;
     fn step(model: &mut Self::Model, op: &Self::Op) -> Self::Output;
+
+    /// The hint for a call that returned `actual` where the model says `expected`: it
+    /// names the behaviour that differed (shown instead of the case's hint). `None`
+    /// keeps the case's hint.
+    fn hint(_op: &Self::Op, _expected: &Self::Output, _actual: &Self::Output) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A config and the operations applied to a fresh system built from it.
 #[derive(Clone)]
-pub struct Scenario<'a, C, O> {
-    pub config: &'a C,
-    pub ops: &'a [O],
+pub struct Scenario<C, O> {
+    pub config: C,
+    pub ops: Vec<O>,
 }
 
-impl<C: Debug, O: Debug> Debug for Scenario<'_, C, O> {
+impl<C: Debug, O: Debug> Debug for Scenario<C, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}; ", self.config)?;
-        f.debug_list().entries(self.ops).finish()
+        f.debug_list().entries(&self.ops).finish()
     }
 }
 
@@ -60,34 +67,52 @@ where
     S: Spec,
     D: FnMut(&S::Op) -> S::Output,
 {
-    trying(&Scenario { config, ops });
-    let mut transcript = format!("{config:?}\n");
-    let mut apply = guarded(|| start(config)).map_err(|p| p.into_case_error(transcript.trim_end()))?;
+    trying_quietly(Box::new(Scenario { config: config.clone(), ops: ops.to_vec() }));
+    crate::watchdog::step_started(0);
+    let built = guarded(|| start(config));
+    crate::watchdog::step_returned();
+    let mut apply = built.map_err(|p| p.into_case_error(format!("{config:?}")))?;
     let mut model = S::model(config);
+    // Outputs are kept and the transcript is written only on failure: exhaustive
+    // enumeration replays hundreds of thousands of sequences that all pass.
+    let mut outputs: Vec<S::Output> = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
         let step = index + 1;
         let expected = S::step(&mut model, op);
-        match guarded(|| apply(op)) {
-            Ok(actual) if actual == expected => {
-                let _ = writeln!(transcript, "{step:>4}. {op:?} -> {actual:?}");
-            }
+        crate::watchdog::step_started(step);
+        let outcome = guarded(|| apply(op));
+        crate::watchdog::step_returned();
+        match outcome {
+            Ok(actual) if actual == expected => outputs.push(actual),
             Ok(actual) => {
+                let mut transcript = transcript(config, ops, &outputs);
                 let _ = writeln!(
                     transcript,
                     "{step:>4}. {op:?} -> {actual:?}\n      expected {expected:?}   <-- first difference"
                 );
-                return Err(CaseError::failed(format!(
-                    "counterexample ({step} step{}):\n{transcript}",
-                    if step == 1 { "" } else { "s" }
-                )));
+                let report = format!("counterexample ({step} step{}):\n{transcript}", if step == 1 { "" } else { "s" });
+                return Err(CaseError::failed(match S::hint(op, &expected, &actual) {
+                    Some(hint) => crate::suite::with_hint(report, hint),
+                    None => report,
+                }));
             }
             Err(panic) => {
+                let mut transcript = transcript(config, ops, &outputs);
                 let _ = write!(transcript, "{step:>4}. {op:?} -> (panicked; expected {expected:?})");
                 return Err(panic.into_case_error(format!("counterexample ({step} steps):\n{transcript}")));
             }
         }
     }
     Ok(())
+}
+
+/// The config, then each step that matched the model, numbered.
+fn transcript<C: Debug, O: Debug, R: Debug>(config: &C, ops: &[O], outputs: &[R]) -> String {
+    let mut text = format!("{config:?}\n");
+    for (index, (op, output)) in ops.iter().zip(outputs).enumerate() {
+        let _ = writeln!(text, "{:>4}. {op:?} -> {output:?}", index + 1);
+    }
+    text
 }
 
 /// Runs `check` on every sequence of 1..=`max_len` ops from `alphabet`, shortest first,

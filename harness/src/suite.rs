@@ -49,6 +49,23 @@ impl CaseError {
 
 pub type CaseResult = Result<(), CaseError>;
 
+/// Marks the hint a failure report carries for the behaviour that differed.
+const HINT_MARK: &str = "\n@hint ";
+
+/// A failure report carrying the hint for the behaviour that differed: shown instead of
+/// the case's own hint, which is about whatever the case set out to check.
+pub fn with_hint(report: impl Into<String>, hint: &str) -> String {
+    format!("{}{HINT_MARK}{hint}", report.into())
+}
+
+/// A report and the behaviour hint it carries, if any (see [`with_hint`]).
+pub fn split_hint(report: &str) -> (&str, Option<&str>) {
+    match report.rsplit_once(HINT_MARK) {
+        Some((report, hint)) => (report, Some(hint)),
+        None => (report, None),
+    }
+}
+
 /// A graded case. `run` is executed in an isolated child process by
 /// [`crate::isolation`], so it may assume a fresh process and may hang or crash.
 pub struct Case {
@@ -188,6 +205,13 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_report_carries_its_behaviour_hint() {
+        let report = with_hint("counterexample...", "take locks in one order");
+        assert_eq!(split_hint(&report), ("counterexample...", Some("take locks in one order")));
+        assert_eq!(split_hint("plain"), ("plain", None));
     }
 
     #[test]

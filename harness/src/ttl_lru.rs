@@ -14,17 +14,21 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
-pub use crate::linearizability::Key;
-use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
+use crate::linearizability::{check_histories, contention_point, set_forced_yields, HistoryBudget, SplitMix};
+pub use crate::linearizability::{Key, Payload};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{
     guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
 };
+use crate::watchdog::InFlight;
 
 /// The contract. Implement it for your `TtlLru<K, V>` in `exercises/src/ttl_lru.rs`.
 ///
 /// * An entry inserted at time `t` with `ttl` d is **live** iff `now < t + d`. Only
 ///   live entries are ever returned or counted; an expired entry behaves as absent.
+///   `t + d` saturates at [`Timestamp::MAX`], which no clock ever reads (clocks stop at
+///   [`Timestamp::LATEST`]): a `ttl` reaching past the clock's range, such as
+///   `Duration::MAX`, never expires, and computing it must never overflow.
 /// * `capacity` bounds the live entries. Inserting a new key when `capacity` live
 ///   entries (other than that key) exist evicts the least recently used live entry.
 ///   A live entry is never evicted while an expired one still holds a slot.
@@ -41,6 +45,8 @@ where
     V: Clone + Send + Sync,
 {
     /// An empty cache holding at most `capacity` live entries, reading time from `clock`.
+    /// Any `capacity` is allowed, `usize::MAX` included: allocate as entries arrive,
+    /// not in proportion to `capacity`.
     fn new(capacity: usize, clock: SharedClock) -> Self;
 
     /// Stores `value` under `key` until `now + ttl`. On a live key: replaces the value,
@@ -66,6 +72,10 @@ where
     /// The live value of `key` (a hit, as `get`), or else calls `load` once, inserts its
     /// value with `ttl` (as `insert`) and returns it.
     ///
+    /// The loaded value is stored as `insert` would store it at the moment it lands: its
+    /// TTL counts from then, not from the call's start (a load may take a while, and
+    /// the clock moves meanwhile).
+    ///
     /// Single flight: concurrent callers on the same missing key run **one** `load` and
     /// all get its value; calls on other keys proceed while `load` runs (no lock held
     /// across it); calls that change the same key (`insert`, `remove`) take effect after
@@ -88,21 +98,23 @@ pub trait ErasedCache: Send + Sync {
     fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value;
 }
 
-impl<C: TtlLruCache<Key, Value>> ErasedCache for C {
+/// Attempts store [`Payload`]s (whose clone is a forced-yield point); the suite speaks
+/// in plain numbers.
+impl<C: TtlLruCache<Key, Payload>> ErasedCache for C {
     fn insert(&self, key: Key, value: Value, ttl: Duration) -> Option<Value> {
-        TtlLruCache::insert(self, key, value, ttl)
+        TtlLruCache::insert(self, key, Payload(value), ttl).map(|v| v.0)
     }
     fn get(&self, key: &Key) -> Option<Value> {
-        TtlLruCache::get(self, key)
+        TtlLruCache::get(self, key).map(|v| v.0)
     }
     fn remove(&self, key: &Key) -> Option<Value> {
-        TtlLruCache::remove(self, key)
+        TtlLruCache::remove(self, key).map(|v| v.0)
     }
     fn len(&self) -> usize {
         TtlLruCache::len(self)
     }
     fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value {
-        TtlLruCache::get_or_insert_with(self, key, ttl, load)
+        TtlLruCache::get_or_insert_with(self, key, ttl, || Payload(load())).0
     }
 }
 
@@ -110,7 +122,7 @@ impl<C: TtlLruCache<Key, Value>> ErasedCache for C {
 pub type Factory = fn(usize, SharedClock) -> Arc<dyn ErasedCache>;
 
 /// The factory for implementation `C`.
-pub fn factory<C: TtlLruCache<Key, Value> + 'static>() -> Factory {
+pub fn factory<C: TtlLruCache<Key, Payload> + 'static>() -> Factory {
     |capacity, clock| Arc::new(C::new(capacity, clock))
 }
 
@@ -154,23 +166,29 @@ pub enum Op {
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Insert { key, value, ttl } => write!(f, "insert(k{key}, {value}, ttl {})", show_ttl(*ttl)),
+            Op::Insert { key, value, ttl } => write!(f, "insert(k{key}, {value}, ttl {})", ShowTtl(*ttl)),
             Op::Get(key) => write!(f, "get(k{key})"),
             Op::Remove(key) => write!(f, "remove(k{key})"),
             Op::Len => write!(f, "len()"),
             Op::Advance(d) => write!(f, "clock.advance({d:?})"),
             Op::GetOrInsertWith { key, ttl, value } => {
-                write!(f, "get_or_insert_with(k{key}, ttl {}, || {value})", show_ttl(*ttl))
+                write!(f, "get_or_insert_with(k{key}, ttl {}, || {value})", ShowTtl(*ttl))
             }
         }
     }
 }
 
-fn show_ttl(ttl: Duration) -> String {
-    if ttl == Duration::MAX {
-        "MAX".into()
-    } else {
-        format!("{ttl:?}")
+/// A TTL as a counterexample shows it (`MAX` for `Duration::MAX`); written in place,
+/// since ops are rendered before every replay.
+struct ShowTtl(Duration);
+
+impl fmt::Display for ShowTtl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Duration::MAX {
+            f.write_str("MAX")
+        } else {
+            write!(f, "{:?}", self.0)
+        }
     }
 }
 
@@ -236,6 +254,43 @@ impl Spec for TtlLruSpec {
         Model { capacity: config.capacity, now: Timestamp::ZERO, entries: Vec::new() }
     }
 
+    fn hint(op: &Op, expected: &Output, actual: &Output) -> Option<&'static str> {
+        Some(match (op, expected, actual) {
+            (Op::Len, ..) => {
+                "len() counts live entries only: an expired entry is not counted, even before anything sweeps it, \
+                 and a replaced key counts once."
+            }
+            (Op::Get(_) | Op::Remove(_), Output::Value(None), Output::Value(Some(_))) => {
+                "This key must be gone here: it expired (live iff now < inserted_at + ttl; the boundary instant is \
+                 expired, and get never extends a TTL), was evicted as the least recently used, was removed, or was \
+                 inserted with ttl 0 (which acts as remove)."
+            }
+            (Op::Get(_) | Op::Remove(_), Output::Value(Some(_)), Output::Value(None)) => {
+                "A live entry went missing: a key is evicted only when a new key arrives while `capacity` live entries \
+                 exist, and then the least recently used one goes (insert and get hits are uses); expired entries give \
+                 up their slots first, and replacing a key evicts nothing."
+            }
+            (Op::Get(_) | Op::Remove(_), ..) => {
+                "The value is not the one last stored under this key: insert replaces the value (and resets the TTL)."
+            }
+            (Op::Insert { .. }, ..) => {
+                "insert returns the previous value only if it was still live (None after expiry, eviction or removal)."
+            }
+            (
+                Op::GetOrInsertWith { .. },
+                Output::Loaded { called_load: e, .. },
+                Output::Loaded { called_load: a, .. },
+            ) if e != a => {
+                "A live key is a hit (load is not called, and the hit counts as a use); a missing or expired key \
+                 calls load exactly once and stores its value as insert would."
+            }
+            (Op::GetOrInsertWith { .. }, ..) => {
+                "get_or_insert_with returns the live value on a hit, else the value its load returned."
+            }
+            (Op::Advance(_), ..) => return None,
+        })
+    }
+
     fn step(model: &mut Model, op: &Op) -> Output {
         // Expired entries are unobservable: dropping them keeps the state canonical.
         let now = model.now;
@@ -249,7 +304,7 @@ impl Spec for TtlLruSpec {
             Op::Remove(key) => Output::Value(model.take(key).map(|e| e.1)),
             Op::Len => Output::Len(model.entries.len()),
             Op::Advance(d) => {
-                model.now = model.now + d;
+                model.now = model.now.advanced(d);
                 Output::Nothing
             }
             Op::GetOrInsertWith { key, ttl, value } => match model.take(key) {
@@ -280,7 +335,11 @@ fn apply(cache: &dyn ErasedCache, clock: &ManualClock, op: &Op) -> Output {
         Op::GetOrInsertWith { key, ttl, value } => {
             let mut called_load = false;
             let value = cache.get_or_insert_with(Key(key.into()), ttl, &mut || {
+                let _in_flight = InFlight::new(format!("the load of k{key} (returning {value})"));
                 called_load = true;
+                // A load takes a while: in concurrency cases other calls run meanwhile.
+                contention_point();
+                contention_point();
                 value
             });
             Output::Loaded { value, called_load }
@@ -349,7 +408,7 @@ fn keys_in_first_use_order(ops: &[Op]) -> bool {
 struct Alphabet {
     keys: u8,
     ttls: &'static [Duration],
-    advance: Option<Duration>,
+    advances: &'static [Duration],
     loads: bool,
     removes: bool,
 }
@@ -370,17 +429,20 @@ impl Alphabet {
             }
         }
         ops.push(Op::Len);
-        ops.extend(self.advance.map(Op::Advance));
+        ops.extend(self.advances.iter().copied().map(Op::Advance));
         ops
     }
 
+    /// Random configs and sequences: small capacities mostly, and now and then a huge
+    /// one (the contract allows any `usize`, so `new` must not allocate for it).
     fn strategy(
         self,
         capacities: std::ops::RangeInclusive<usize>,
         max_len: usize,
     ) -> impl Strategy<Value = (Config, Vec<Op>)> {
         let letters = self.letters();
-        (capacities, proptest::collection::vec(proptest::sample::select(letters), 1..=max_len))
+        let capacity = prop_oneof![8 => capacities, 1 => Just(1 << 40), 1 => Just(usize::MAX)];
+        (capacity, proptest::collection::vec(proptest::sample::select(letters), 1..=max_len))
             .prop_map(|(capacity, ops)| (Config { capacity }, numbered(&ops)))
     }
 }
@@ -400,16 +462,34 @@ fn random_case(make: Factory, capacities: std::ops::RangeInclusive<usize>, alpha
     random(alphabet.strategy(capacities, 48), Budget::default(), |(config, ops)| replay_on(make, config, ops))
 }
 
-const LRU_ONLY: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advance: None, loads: false, removes: true };
+/// Long sequences on few keys: hundreds of TTL resets and expiries, so that whatever
+/// housekeeping an attempt does now and then (sweeps, heap rebuilds, compaction) runs
+/// several times, and what it left behind is read back.
+fn long_case(make: Factory) -> CaseResult {
+    let budget = Budget { cases: 48, ..Budget::default() };
+    random(RANDOM_TTL.strategy(1..=3, 400), budget, |(config, ops)| replay_on(make, config, ops))
+}
+
+const LRU_ONLY: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advances: &[], loads: false, removes: true };
 const WITH_TTL: Alphabet =
-    Alphabet { keys: 3, ttls: &[SECOND, Duration::from_secs(2)], advance: Some(SECOND), loads: false, removes: true };
+    Alphabet { keys: 3, ttls: &[SECOND, Duration::from_secs(2)], advances: &[SECOND], loads: false, removes: true };
 /// Three keys so that a load hit's recency matters for eviction at capacity 2.
-const WITH_LOADS: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advance: None, loads: true, removes: false };
-const RANDOM_LRU: Alphabet = Alphabet { keys: 6, ttls: &[LONG], advance: None, loads: false, removes: true };
+const WITH_LOADS: Alphabet = Alphabet { keys: 3, ttls: &[LONG], advances: &[], loads: true, removes: false };
+const RANDOM_LRU: Alphabet = Alphabet { keys: 6, ttls: &[LONG], advances: &[], loads: false, removes: true };
+/// TTLs and clock steps over the whole range a `Duration` allows: a nanosecond, odd
+/// sub-millisecond amounts, seconds, an hour, and `Duration::MAX`.
 const RANDOM_TTL: Alphabet = Alphabet {
     keys: 5,
-    ttls: &[Duration::from_millis(500), SECOND, Duration::from_millis(2500), LONG],
-    advance: Some(Duration::from_millis(500)),
+    ttls: &[
+        Duration::from_nanos(1),
+        Duration::from_nanos(999_999),
+        Duration::from_millis(500),
+        SECOND,
+        Duration::from_millis(2500),
+        LONG,
+        Duration::MAX,
+    ],
+    advances: &[Duration::from_nanos(1), Duration::from_micros(333), Duration::from_millis(500)],
     loads: false,
     removes: true,
 };
@@ -446,6 +526,22 @@ fn edge_scenarios() -> Vec<(Config, Vec<Op>)> {
                 Advance(Duration::from_secs(1 << 40)),
                 Get(0),
                 ins(0, 2, Duration::MAX),
+                Len,
+            ],
+        ),
+        // The clock stops short of "never": a Duration::MAX entry outlives a saturated
+        // clock, even one inserted at the clock's last instant; a finite TTL does not.
+        (
+            Config { capacity: 3 },
+            vec![
+                ins(0, 1, Duration::MAX),
+                ins(1, 2, Duration::from_secs(1 << 40)),
+                Advance(Duration::MAX),
+                Get(0),
+                Get(1),
+                ins(2, 3, Duration::from_nanos(1)),
+                Advance(Duration::from_secs(1)),
+                Get(2),
                 Len,
             ],
         ),
@@ -492,6 +588,9 @@ fn edge_scenarios() -> Vec<(Config, Vec<Op>)> {
 /// Small shapes first (the first failure shown is small), then wider ones.
 const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 3, 300), (3, 4, 300), (4, 5, 150)], seed: 0x5eed };
 
+/// Real threads on one cache. The test clock moves while they run (any thread may
+/// draw a clock step), TTLs are short enough to expire mid-history, and key hashing,
+/// key comparison, value clones, clock reads and loads all yield now and then.
 fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
     set_forced_yields(true);
     let config = Config { capacity };
@@ -499,24 +598,61 @@ fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
         let key = rng.below(3) as u8;
         // Distinct values per thread and draw, so every write is identifiable.
         let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
-        match rng.below(if loads { 7 } else { 5 }) {
-            0 | 1 => Op::Insert { key, value, ttl: if rng.below(6) == 0 { Duration::ZERO } else { LONG } },
+        let ttl = match rng.below(8) {
+            0 => Duration::ZERO,
+            1..=3 => SECOND,
+            _ => LONG,
+        };
+        match rng.below(if loads { 9 } else { 7 }) {
+            0 | 1 => Op::Insert { key, value, ttl },
             2 => Op::Get(key),
             3 => Op::Remove(key),
             4 => Op::Len,
-            _ => Op::GetOrInsertWith { key, ttl: LONG, value },
+            5 => Op::Advance(SECOND),
+            6 => Op::Get(key),
+            _ => Op::GetOrInsertWith { key, ttl, value },
         }
     };
-    let clock = ManualClock::new();
     let result = check_histories::<TtlLruSpec, _>(
         &config,
         HISTORIES,
         pick,
-        || build(make, capacity, &clock),
-        |cache, op| apply(cache.as_ref(), &clock, op),
+        || {
+            let clock = ManualClock::new();
+            Ok((build(make, capacity, &clock)?, clock))
+        },
+        |(cache, clock), op| apply(cache.as_ref(), clock, op),
     );
     set_forced_yields(false);
     result
+}
+
+/// A load that takes 600ms of test time, with ttl 1s: the entry lives until 1s after
+/// it landed (the contract: stored as `insert` would store it when it lands).
+fn ttl_from_landing(make: Factory) -> CaseResult {
+    let clock = ManualClock::new();
+    let cache = build(make, 4, &clock)?;
+    let steps = "cache = TtlLru::new(capacity 4), clock at t=0\n\
+                 get_or_insert_with(k0, ttl 1s, || { clock.advance(600ms); 7 }), clock.advance(500ms), get(k0), \
+                 clock.advance(500ms), get(k0)";
+    let seen = guarded(|| {
+        let loaded = cache.get_or_insert_with(Key(0), SECOND, &mut || {
+            clock.advance(Duration::from_millis(600));
+            7
+        });
+        clock.advance(Duration::from_millis(500));
+        let at_1100ms = cache.get(&Key(0));
+        clock.advance(Duration::from_millis(500));
+        (loaded, at_1100ms, cache.get(&Key(0)))
+    })
+    .map_err(|p| p.into_case_error(steps))?;
+    if seen != (7, Some(7), None) {
+        return Err(CaseError::failed(format!(
+            "{steps}\nreturned {seen:?}, expected (7, Some(7), None): the value landed at t=600ms with ttl 1s, \
+             so it is live at t=1.1s and expired at t=1.6s"
+        )));
+    }
+    Ok(())
 }
 
 /// N callers on one missing key: exactly one load runs and all get its value.
@@ -532,11 +668,15 @@ fn loads_once(make: Factory) -> CaseResult {
                     let (cache, loads, barrier) = (&cache, &loads, &barrier);
                     s.spawn(move || {
                         barrier.wait();
-                        cache.get_or_insert_with(Key(round.into()), LONG, &mut || {
-                            loads.fetch_add(1, Ordering::SeqCst);
-                            // A slow load: the window in which the others arrive.
-                            thread::sleep(Duration::from_millis(20));
-                            caller
+                        let call = format!("caller {caller}: get_or_insert_with(k{round}, ..)");
+                        crate::watchdog::call(call, || {
+                            cache.get_or_insert_with(Key(round.into()), LONG, &mut || {
+                                let _in_flight = InFlight::new(format!("caller {caller}'s load of k{round}"));
+                                loads.fetch_add(1, Ordering::SeqCst);
+                                // A slow load: the window in which the others arrive.
+                                thread::sleep(Duration::from_millis(20));
+                                caller
+                            })
                         })
                     })
                 })
@@ -715,6 +855,9 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L1, "random_sequences",
             "Longer random sequences (up to 48 ops, 6 keys, capacities 1-5). Check that recency is updated on every hit and that len() matches the entries kept.",
             QUICK, |make| random_case(make, 1..=5, RANDOM_LRU)),
+        case(L1, "huge_capacity",
+            "capacity is any usize, usize::MAX included (as good as unbounded): allocate as entries arrive, never in proportion to capacity.",
+            QUICK, |make| exhaustive_case(make, &[usize::MAX], LRU_ONLY, 3)),
         case(L1, "capacity_zero",
             "A cache of capacity 0 stores nothing: every get misses, len() is 0, insert returns None.",
             QUICK, |make| exhaustive_case(make, &[0], LRU_ONLY, 4)),
@@ -723,8 +866,13 @@ pub fn suite(make: Factory) -> Vec<Case> {
              get refreshes recency but never the TTL; expired entries are invisible to get and len and are dropped before any live entry is evicted.",
             QUICK, |make| exhaustive_case(make, &[1, 2], WITH_TTL, 5)),
         case(L2, "random_sequences",
-            "Longer random sequences mixing TTLs and clock steps. Compare expiry with `now < inserted_at + ttl` exactly (the boundary instant is expired).",
+            "Longer random sequences mixing TTLs and clock steps from 1ns to Duration::MAX, and huge capacities. Compare expiry with `now < inserted_at + ttl` exactly, \
+             in nanoseconds (the boundary instant is expired), and allocate as entries arrive, not for the capacity.",
             QUICK, |make| random_case(make, 1..=5, RANDOM_TTL)),
+        case(L2, "long_sequences",
+            "Sequences of up to 400 ops on 1-3 keys: hundreds of TTL resets and expiries, so any housekeeping you do now and then \
+             (sweeping expired entries, rebuilding an expiry index) runs several times; the state it leaves must still match.",
+            QUICK, long_case),
         case(L2, "edges",
             "Edge cases: ttl 0 acts as remove (evicting nothing), the expiry boundary, Duration::MAX (saturate, never overflow), an expired slot reused before a live one is evicted.",
             QUICK, |make| edge_scenarios().iter().try_for_each(|(config, ops)| replay_on(make, config, ops))),
@@ -741,6 +889,10 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L4, "random_sequences",
             "Longer random sequences mixing loads with inserts, TTLs and clock steps: a load stores its value exactly as insert would (same eviction, same TTL).",
             QUICK, |make| random_case(make, 1..=5, RANDOM_LOADS)),
+        case(L4, "ttl_from_landing",
+            "A loaded value is stored as insert would store it when the load returns: read the clock after the load, \
+             so its TTL counts from the landing, not from the call's start.",
+            QUICK, ttl_from_landing),
         case(L4, "loads_once",
             "Concurrent callers on one missing key must share one load: record an in-flight marker for the key, and make later callers wait for it instead of loading.",
             THREADED, loads_once),

@@ -31,6 +31,26 @@ pub const LOCK_HELD_DURING_LOAD: u8 = 13;
 pub const WAITERS_STRANDED_BY_PANIC: u8 = 14;
 pub const LOAD_HIT_SKIPS_RECENCY: u8 = 15;
 pub const WRITES_IGNORE_LOADING: u8 = 16;
+/// Reads the clock once, before the load, and counts the loaded entry's TTL from there.
+pub const LOAD_TTL_FROM_START: u8 = 17;
+/// A read-lock-style get: finds the value in one critical section, moves it to the
+/// front in a second one (if still there); an eviction can slip in between.
+pub const GET_RECENCY_SPLIT: u8 = 18;
+/// Clears the in-flight marker when a load lands but never wakes the waiters.
+pub const LOST_WAKEUP: u8 = 19;
+/// Caps every TTL at 100 years instead of treating a huge one as "never".
+pub const TTL_CAPPED: u8 = 20;
+/// Keeps time in whole milliseconds (truncating), as many caches do.
+pub const MILLISECOND_TIME: u8 = 21;
+/// Reserves room for `capacity` entries up front.
+pub const PREALLOCATES: u8 = 22;
+/// Every 64th insert rebuilds the entries sorted by key (as from a HashMap): sweeping
+/// works, but the recency order is lost.
+pub const SWEEP_LOSES_ORDER: u8 = 23;
+/// Lazy expiry done as a read-lock candidate does it: get finds the entry expired,
+/// re-locks to remove it, and removes whatever holds the key by then (a fresh insert
+/// from another thread included). Only shows when the clock moves while threads run.
+pub const EXPIRED_REMOVAL_UNCHECKED: u8 = 24;
 
 pub const MISBEHAVES_TODO: u8 = 100;
 pub const MISBEHAVES_INFINITE_LOOP: u8 = 101;
@@ -52,6 +72,7 @@ struct State<K, V> {
     /// Least recently used first.
     entries: Vec<Entry<K, V>>,
     loading: Vec<K>,
+    inserts: usize,
 }
 
 pub struct Flawed<K, V, const BUG: u8> {
@@ -76,6 +97,9 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Flawed<K, V, BUG> {
     }
 
     fn is_live(&self, entry: &Entry<K, V>, now: Timestamp) -> bool {
+        if BUG == MILLISECOND_TIME {
+            return entry.expires.as_nanos() / 1_000_000 > now.as_nanos() / 1_000_000;
+        }
         if BUG == EXPIRY_INCLUSIVE {
             entry.expires >= now
         } else {
@@ -84,6 +108,9 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Flawed<K, V, BUG> {
     }
 
     fn expiry(&self, now: Timestamp, ttl: Duration) -> Timestamp {
+        if BUG == TTL_CAPPED {
+            return now + ttl.min(Duration::from_secs(100 * 365 * 24 * 3600));
+        }
         if BUG == TTL_OVERFLOWS {
             Timestamp::from_nanos(now.as_nanos() + ttl.as_nanos() as u64)
         } else {
@@ -117,6 +144,16 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Flawed<K, V, BUG> {
         }
         let expires = self.expiry(now, ttl);
         state.entries.push(Entry { key, value, expires, ttl });
+        state.inserts += 1;
+        if BUG == SWEEP_LOSES_ORDER && state.inserts % 64 == 0 {
+            state.entries.retain(|e| e.expires > now);
+            // A fixed-seed hasher: the "HashMap order" is the same every run.
+            let fixed = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+            let mut by_key: Vec<(u64, Entry<K, V>)> =
+                state.entries.drain(..).map(|e| (std::hash::BuildHasher::hash_one(&fixed, &e.key), e)).collect();
+            by_key.sort_by_key(|(hash, _)| *hash);
+            state.entries.extend(by_key.into_iter().map(|(_, e)| e));
+        }
     }
 
     fn misbehave(&self) {
@@ -168,7 +205,9 @@ impl<K: Hash + Eq + Clone, V: Clone, const BUG: u8> Drop for Landing<'_, K, V, B
             return;
         }
         self.cache.lock().loading.retain(|k| k != &self.key);
-        self.cache.load_landed.notify_all();
+        if BUG != LOST_WAKEUP {
+            self.cache.load_landed.notify_all();
+        }
     }
 }
 
@@ -178,7 +217,8 @@ where
     V: Clone + Send + Sync,
 {
     fn new(capacity: usize, clock: SharedClock) -> Self {
-        let state = State { entries: Vec::new(), loading: Vec::new() };
+        let entries = if BUG == PREALLOCATES { Vec::with_capacity(capacity) } else { Vec::new() };
+        let state = State { entries, loading: Vec::new(), inserts: 0 };
         Flawed { capacity, clock, state: Mutex::new(state), load_landed: Condvar::new() }
     }
 
@@ -201,7 +241,23 @@ where
     fn get(&self, key: &K) -> Option<V> {
         let mut state = self.lock();
         let now = self.clock.now();
+        if BUG == EXPIRED_REMOVAL_UNCHECKED && state.entries.iter().any(|e| &e.key == key && !self.is_live(e, now)) {
+            drop(state);
+            let mut state = self.lock();
+            state.entries.retain(|e| &e.key != key);
+            return None;
+        }
         let at = self.live_position(&state, key, now)?;
+        if BUG == GET_RECENCY_SPLIT {
+            let value = state.entries[at].value.clone();
+            drop(state);
+            let mut state = self.lock();
+            if let Some(at) = state.entries.iter().position(|e| &e.key == key) {
+                let entry = state.entries.remove(at);
+                state.entries.push(entry);
+            }
+            return Some(value);
+        }
         if BUG == GET_REFRESHES_TTL {
             let entry = &mut state.entries[at];
             entry.expires = now + entry.ttl;
@@ -254,7 +310,7 @@ where
         let value = load();
         {
             let mut state = self.lock();
-            let now = self.clock.now();
+            let now = if BUG == LOAD_TTL_FROM_START { now } else { self.clock.now() };
             self.take(&mut state, &key, now);
             self.store(&mut state, key, value.clone(), ttl, now, false);
         }
