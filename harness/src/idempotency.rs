@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::clock::{Clock, ManualClock, SharedClock, Stopwatch, Timestamp};
+use crate::clock::{ManualClock, SharedClock, Stopwatch, Timestamp};
 use crate::heap::{show_bytes, HeapMeter};
 use crate::isolation::trying;
 use crate::linearizability::{check_histories, contention_point, set_forced_yields, HistoryBudget, SplitMix};
@@ -25,7 +25,8 @@ use crate::redis_server::{
 };
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{
-    guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
+    guarded, with_hint, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK,
+    THREADED_DEADLINE as THREADED,
 };
 
 /// How long an executor holds a key, and how long records are kept.
@@ -212,6 +213,18 @@ pub enum LeaseError {
 /// stale token whatever the resource's state.
 pub const SETTLE_CHECK_ORDER: [LeaseError; 3] =
     [LeaseError::NoSuchRecord, LeaseError::StaleToken, LeaseError::AlreadyCompleted];
+
+/// The hint for a refusal other than the model's: the order, from [`SETTLE_CHECK_ORDER`].
+fn settle_order_hint() -> &'static str {
+    static HINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HINT.get_or_init(|| {
+        format!(
+            "complete and abandon refuse with the first that applies of {SETTLE_CHECK_ORDER:?} (SETTLE_CHECK_ORDER): \
+             no live record; the record is not this token's (taken over, even if the new executor has completed); \
+             this token already completed it."
+        )
+    })
+}
 
 /// What `complete(.., token, ..)` or `abandon(.., token)` answers for a record that is
 /// absent (`None`) or held under `record_token`, completed or not: the first refusal
@@ -480,6 +493,52 @@ impl Spec for IdempotencySpec {
         Model { config: *config, now: Timestamp::ZERO, last_token: 0, records: BTreeMap::new() }
     }
 
+    fn hint(op: &Op, expected: &Output, actual: &Output) -> Option<&'static str> {
+        use Begin::*;
+        Some(match (op, expected, actual) {
+            (Op::Advance(_), ..) => return None,
+            (Op::Begin { .. }, Output::Began(Mismatch), _) => {
+                "A live record with another fingerprint answers Mismatch, before anything else (in flight, completed, \
+                 lease expired): same scope and key, different request."
+            }
+            (Op::Begin { .. }, _, Output::Began(Mismatch)) => {
+                "Mismatch only for a live record of this very (scope, key) with another fingerprint: keys of different \
+                 scopes never meet (encode the pair injectively), and a record past retention, or abandoned, is gone."
+            }
+            (Op::Begin { .. }, Output::Began(Execute(_)), Output::Began(Execute(_))) => {
+                "Tokens come from one counter per store, 1, 2, 3, ...: one per Execute, over all keys (a takeover too)."
+            }
+            (Op::Begin { .. }, Output::Began(Execute(_)), _) => {
+                "This call must execute: no live record (never begun, abandoned, or reaped once now ≥ completed_at + \
+                 retention, or ≥ leased_until + retention if never completed), or a lease that has expired \
+                 (now ≥ leased_until: take over with a new token)."
+            }
+            (Op::Begin { .. }, Output::Began(InFlight { .. }), Output::Began(InFlight { .. })) => {
+                "retry_after is exactly leased_until − now, to the nanosecond (no rounding to a unit)."
+            }
+            (Op::Begin { .. }, Output::Began(InFlight { .. }), _) => {
+                "The record is in progress and its lease runs until leased_until = began_at + lease (exclusive, \
+                 saturating: Duration::MAX never ends): answer InFlight."
+            }
+            (Op::Begin { .. }, Output::Began(Replay(_)), Output::Began(Replay(_))) => {
+                "Replay exactly what was completed: the status, and the body's bytes (any byte values, empty or large)."
+            }
+            (Op::Begin { .. }, ..) => {
+                "A completed record replays its response until completed_at + retention (exclusive, saturating), \
+                 whoever asks with the same fingerprint."
+            }
+            (Op::Complete { .. } | Op::Abandon { .. }, Output::Done(Err(_)), Output::Done(Err(_))) => settle_order_hint(),
+            (Op::Complete { .. } | Op::Abandon { .. }, Output::Done(Ok(())), _) => {
+                "The current token may settle its record, even after its lease expired, as long as nobody took over and \
+                 the record is within leased_until + retention."
+            }
+            (Op::Complete { .. } | Op::Abandon { .. }, ..) => {
+                "Only the record's current token may settle it: refuse a stale token (the lease was taken over), a record \
+                 already completed, and an absent one; refusing changes nothing."
+            }
+        })
+    }
+
     fn step(model: &mut Model, op: &Op) -> Output {
         match op {
             Op::Begin { id, fingerprint } => Output::Began(model.begin(*id, *fingerprint)),
@@ -492,7 +551,7 @@ impl Spec for IdempotencySpec {
                 model.records.remove(id);
             })),
             Op::Advance(d) => {
-                model.now = model.now + *d;
+                model.now = model.now.advanced(*d);
                 model.reap();
                 Output::Nothing
             }
@@ -518,22 +577,6 @@ fn apply(store: &dyn ErasedStore, clock: &ManualClock, op: &Op) -> Output {
             clock.advance(*d);
             Output::Nothing
         }
-    }
-}
-
-/// The clock handed to stores in concurrency cases: every read is a contention point,
-/// so a call that reads the time outside its critical section is caught acting at a
-/// time the clock has already left.
-#[derive(Debug)]
-struct YieldingClock(ManualClock);
-
-impl Clock for YieldingClock {
-    fn now(&self) -> Timestamp {
-        // After the read: a call that read the time before taking its lock is paused
-        // right there, between its time and its effect.
-        let now = self.0.now();
-        contention_point();
-        now
     }
 }
 
@@ -816,11 +859,12 @@ const HISTORIES: HistoryBudget =
 /// with longer histories, where a stale time read shows up most often.
 const CLOCK_HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 200), (2, 6, 200), (3, 5, 200)], seed: 0xc10c };
 
-/// A store on a fresh clock that yields on every read (see [`YieldingClock`]).
+/// A store on a fresh clock. With forced yields on, every read of a `ManualClock`
+/// yields right after it, so a call that reads the time before taking its lock is
+/// paused between its time and its effect.
 fn build_yielding(make: Factory, config: IdempotencyConfig) -> Result<(ManualClock, Arc<dyn ErasedStore>), CaseError> {
     let clock = ManualClock::new();
-    let store = guarded(|| make(config, Arc::new(YieldingClock(clock.clone()))))
-        .map_err(|p| p.into_case_error(format!("{config:?}")))?;
+    let store = build(make, config, &clock)?;
     Ok((clock, store))
 }
 
@@ -1212,11 +1256,15 @@ fn housekeeping_report(
         "{:>6}. {op:?} -> {actual:?}\n        expected {expected:?}   <-- first difference",
         log.len() + 1
     );
-    CaseError::failed(format!(
+    let report = format!(
         "after {} calls on {} keys (enough to set off any sweep), the calls on this key disagree:\n{text}",
         log.len(),
         3 * WAVE
-    ))
+    );
+    let sweep = "A sweep must remove exactly what has expired: an in-progress record lives until leased_until + \
+                 retention (not just its lease), a completed one until completed_at + retention (end exclusive). \
+                 Sweeping and reading a record must agree on that.";
+    CaseError::failed(with_hint(report, sweep))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1533,7 +1581,20 @@ fn lifetimes_replay(
         let _ = writeln!(transcript, "{:>4}. {op:?} -> {actual:?}", index + 1);
         if actual != expected {
             let _ = writeln!(transcript, "      expected {expected:?}   <-- first difference");
-            return Err(CaseError::failed(format!("counterexample ({} steps):\n{transcript}", index + 1)));
+            let report = format!("counterexample ({} steps):\n{transcript}", index + 1);
+            let hint = if real_sleeps {
+                Some(
+                    "Redis dropped a record the contract still holds: a key must live until the record is reaped \
+                     (leased_until + retention while in progress, completed_at + retention once completed), in \
+                     milliseconds for PEXPIRE, rounded up.",
+                )
+            } else {
+                IdempotencySpec::hint(op, &expected, &actual)
+            };
+            return Err(CaseError::failed(match hint {
+                Some(hint) => with_hint(report, hint),
+                None => report,
+            }));
         }
         let end = model.records.values().next().map(|(_, s)| s.end(config.retention));
         let restarted = end.is_some() && end != end_before && !matches!(op, Op::Advance(_));
@@ -1547,7 +1608,12 @@ fn lifetimes_replay(
         let without_expiry: Vec<&String> = ttls.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
         let longest = ttls.iter().map(|(_, ttl)| *ttl).max().unwrap_or(-1);
         let fail = |why: String| {
-            Err(CaseError::failed(format!("{transcript}      keys in Redis now (PTTL in ms): {ttls:?}\n{why}")))
+            let report = format!("{transcript}      keys in Redis now (PTTL in ms, -1: no expiry): {ttls:?}\n{why}");
+            Err(CaseError::failed(with_hint(
+                report,
+                "Give every record key a TTL (PEXPIRE, in milliseconds, rounded up) covering the record's whole life: \
+                 lease + retention when it begins, retention when it completes; leave only the token counter without one.",
+            )))
         };
         if without_expiry.len() > 1 {
             return fail(format!(
@@ -1561,8 +1627,13 @@ fn lifetimes_replay(
         if longest < 0 || (longest as u128) + elapsed_ms + 1 < need_ms {
             return fail(format!(
                 "the record must survive in Redis for {need:?} more (until it is reaped: leased_until + retention while \
-                 in progress, completed_at + retention once completed), but the longest-lived key has {longest} ms \
-                 left: Redis would drop the record early and a retry would execute again"
+                 in progress, completed_at + retention once completed), but {}: Redis would drop the record early and \
+                 a retry would execute again",
+                if longest < 0 {
+                    "no key with a TTL is left (the record's key has already expired)".to_string()
+                } else {
+                    format!("the longest-lived key has {longest} ms left")
+                }
             ));
         }
         let grace = REDIS_EXPIRY_GRACE.as_millis() + 2 * need_ms + 1;

@@ -40,6 +40,12 @@ pub const DURATION_OVERFLOW: u8 = 16;
 /// complete checks the token under the lock, releases it, then stores the response
 /// under the lock again: a takeover in between is overwritten.
 pub const SPLIT_COMPLETE: u8 = 17;
+/// A replay restarts the record's retention (`until = now + retention`): a key retried
+/// often never expires.
+pub const REPLAY_REFRESHES_RETENTION: u8 = 18;
+/// Decides on a takeover (lease expired) under the lock, then re-locks to write the
+/// new lease without checking again: two retries can both take over.
+pub const RACY_TAKEOVER: u8 = 19;
 
 #[derive(Clone)]
 enum State {
@@ -172,6 +178,7 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
         }
         self.reap(&mut records, &id, now);
         let existing = records.map.get(&id).cloned();
+        let takeover = existing.is_some();
         if let Some((fp, state)) = existing {
             let in_flight = match &state {
                 State::InProgress { leased_until, .. } if now < *leased_until || BUG == NO_TAKEOVER => {
@@ -187,12 +194,22 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
             if fp != fingerprint {
                 return Begin::Mismatch;
             }
-            if let State::Completed { response, .. } = state {
+            if let State::Completed { token, response, .. } = state {
+                if BUG == REPLAY_REFRESHES_RETENTION {
+                    let until = Self::later(now, self.config.retention());
+                    let refreshed = State::Completed { token, response: response.clone(), until };
+                    records.map.insert(id, (fp, refreshed));
+                }
                 return Begin::Replay(response);
             }
             if let Some(answer) = in_flight {
                 return answer;
             }
+        }
+        if BUG == RACY_TAKEOVER && takeover {
+            // The bug: "the lease has expired" was decided under the lock released here.
+            drop(records);
+            records = self.records.lock().unwrap();
         }
         if BUG == RACY_BEGIN {
             // The bug: decided "absent" under one lock, creates under another.
