@@ -159,6 +159,13 @@ fn mutants() -> Vec<Mutant> {
         idempotency_mutant!(SPLIT_COMPLETE, "idempotency::l3_threads::takeover_race"),
         idempotency_mutant!(REPLAY_REFRESHES_RETENTION, "idempotency::l2_leases::edges"),
         idempotency_mutant!(RACY_TAKEOVER, "idempotency::l3_threads::takeover_race"),
+        Mutant {
+            name: "idempotency::LOCK_ORDER_DEADLOCK",
+            suite: idempotency::suite(idempotency::factory::<
+                mutants::idempotency_attempts::PerKeyStore<{ mutants::idempotency_attempts::LOCK_ORDER_DEADLOCK }>,
+            >()),
+            rejected_by: "idempotency::l3_threads::linearizable",
+        },
         redis_store_mutant!(CHECK_THEN_EXECUTE, "idempotency::l5_redis::one_executor_across_instances"),
         redis_store_mutant!(EXTRA_ROUND_TRIP, "idempotency::l5_redis::round_trips_and_keys"),
         redis_store_mutant!(PANICS_ON_OUTAGE, "idempotency::l5_redis::outage"),

@@ -168,8 +168,14 @@ struct Slot {
     dead: bool,
 }
 
+/// With this switch, [`PerKeyStore`] has a lock-order deadlock: it sweeps on every new
+/// key, taking each slot's lock (blocking) under the map lock, while `abandon` holds
+/// its slot's lock and then takes the map lock. Bundled as a mutant: a stuck case.
+pub const LOCK_ORDER_DEADLOCK: u8 = 1;
+
 /// Per-key locks: the map lock is held only to find or create a key's slot.
-pub struct PerKeyStore {
+/// (`BUG` is 0 for the correct store; see [`LOCK_ORDER_DEADLOCK`].)
+pub struct PerKeyStore<const BUG: u8 = 0> {
     config: IdempotencyConfig,
     clock: SharedClock,
     last_token: AtomicU64,
@@ -181,7 +187,7 @@ struct PerKeyMap {
     sweep_at: usize,
 }
 
-impl PerKeyStore {
+impl<const BUG: u8> PerKeyStore<BUG> {
     /// Runs `f` on the key's live slot under its lock, with the time read inside it.
     /// `create` makes the slot if missing (begin); otherwise a missing key is `None`.
     fn with_slot<T>(&self, scope: &str, key: &str, create: bool, f: impl Fn(&mut Slot, Timestamp) -> T) -> Option<T> {
@@ -192,11 +198,13 @@ impl PerKeyStore {
                 match map.slots.get(&id) {
                     Some(slot) => Arc::clone(slot),
                     None if create => {
-                        let slot = Arc::new(Mutex::new(Slot::default()));
-                        map.slots.insert(id, Arc::clone(&slot));
-                        if map.slots.len() >= map.sweep_at {
+                        // Sweep before adding the new slot, so a sweep never kills the
+                        // slot its own caller is about to use.
+                        if map.slots.len() >= map.sweep_at || BUG == LOCK_ORDER_DEADLOCK {
                             self.sweep(&mut map);
                         }
+                        let slot = Arc::new(Mutex::new(Slot::default()));
+                        map.slots.insert(id, Arc::clone(&slot));
                         slot
                     }
                     None => return None,
@@ -214,11 +222,21 @@ impl PerKeyStore {
         }
     }
 
+    /// A slot's lock for a sweep: `try_lock`, or (the bug) a blocking wait for it while
+    /// the map is held, the reverse of `abandon`'s order.
+    fn sweep_lock(slot: &Mutex<Slot>) -> Result<std::sync::MutexGuard<'_, Slot>, ()> {
+        if BUG == LOCK_ORDER_DEADLOCK {
+            slot.lock().map_err(|_| ())
+        } else {
+            slot.try_lock().map_err(|_| ())
+        }
+    }
+
     /// Drops slots that are empty or expired; slots busy right now are kept (map lock,
     /// then `try_lock`: never the other way round, so no lock-order deadlock).
     fn sweep(&self, map: &mut PerKeyMap) {
         let now = self.clock.now();
-        map.slots.retain(|_, slot| match slot.try_lock() {
+        map.slots.retain(|_, slot| match Self::sweep_lock(slot) {
             Ok(mut guard) => {
                 let keep = guard.record.as_ref().is_some_and(|r| r.live(now, &self.config));
                 if !keep {
@@ -240,7 +258,7 @@ impl PerKeyStore {
     }
 }
 
-impl IdempotencyStore for PerKeyStore {
+impl<const BUG: u8> IdempotencyStore for PerKeyStore<BUG> {
     fn new(config: IdempotencyConfig, clock: SharedClock) -> Self {
         let map = PerKeyMap { slots: HashMap::new(), sweep_at: 64 };
         PerKeyStore { config, clock, last_token: AtomicU64::new(0), map: Mutex::new(map) }
