@@ -619,9 +619,24 @@ fn letters(ids: &[u16]) -> Vec<Op> {
     ops
 }
 
-/// Numbers each complete's response by its step, so replays are told apart (and the
-/// bodies go through every kind [`response`] makes).
+/// Numbers each complete's response by its step, so replays are told apart, with
+/// every kind of body [`response`] makes but the large one: building 64 KiB in each of
+/// the exhaustive cases' short sequences would cost seconds (the edges and the random
+/// sequences have large bodies, see [`numbered_all`]).
 fn numbered(ops: &[Op]) -> Vec<Op> {
+    let mut ops = numbered_all(ops);
+    for op in &mut ops {
+        if let Op::Complete { response, .. } = op {
+            if *response % 6 == 5 {
+                *response += 601; // the next kind: an empty body
+            }
+        }
+    }
+    ops
+}
+
+/// Numbers each complete's response by its step, every kind of body included.
+fn numbered_all(ops: &[Op]) -> Vec<Op> {
     let mut ops = ops.to_vec();
     for (i, op) in ops.iter_mut().enumerate() {
         if let Op::Complete { response, .. } = op {
@@ -664,7 +679,7 @@ fn random_ops() -> impl Strategy<Value = (IdempotencyConfig, Vec<Op>)> {
                 Op::Advance(Duration::from_nanos((n * unit).div_ceil(1000) + odd))
             }),
         ];
-        proptest::collection::vec(op, 1..=40).prop_map(move |ops| (config, numbered(&ops)))
+        proptest::collection::vec(op, 1..=40).prop_map(move |ops| (config, numbered_all(&ops)))
     })
 }
 
