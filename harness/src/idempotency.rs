@@ -945,14 +945,14 @@ fn takeover_race(make: Factory) -> CaseResult {
 
 fn takeover_rounds(make: Factory) -> CaseResult {
     const THREADS: usize = 4;
-    const TRIES: usize = 4;
+    const TRIES: usize = 60;
     let lease = Duration::from_secs(1);
     for round in 0..40u32 {
         let (clock, store) =
             build_yielding(make, IdempotencyConfig::new(lease, Duration::from_secs(600)).expect("nonzero"))?;
         let key = format!("refund-{round}-🔁");
         trying(&format_args!(
-            "{THREADS} threads: begin(\"pay\", {key:?}, fp3), on Execute clock.advance(1s) then complete"
+            "{THREADS} threads: begin(\"pay\", {key:?}, fp3) until not InFlight; on Execute clock.advance(1s), then complete"
         ));
         let barrier = Barrier::new(THREADS);
         type Call = (Begin, Option<(u64, Result<(), LeaseError>)>);
@@ -962,24 +962,29 @@ fn takeover_rounds(make: Factory) -> CaseResult {
                     let (store, key, barrier, clock) = (&store, &key, &barrier, &clock);
                     s.spawn(move || {
                         barrier.wait();
-                        (0..TRIES)
-                            .map(|i| {
-                                let answer = store.begin("pay", key, Fingerprint(3));
-                                let settled = match &answer {
-                                    Begin::Execute(lease_) => {
-                                        // The work takes longer than the lease.
-                                        clock.advance(lease);
-                                        thread::yield_now();
-                                        let body = format!("t{t}-{i}").into_bytes();
-                                        let done =
-                                            store.complete("pay", key, lease_.token, Response { status: 200, body });
-                                        Some((lease_.token, done))
-                                    }
-                                    _ => None,
-                                };
-                                (answer, settled)
-                            })
-                            .collect()
+                        // A client: retry after each 409 until answered (bounded), as a real one would.
+                        let mut calls = Vec::new();
+                        for i in 0..TRIES {
+                            let answer = store.begin("pay", key, Fingerprint(3));
+                            let executed = match &answer {
+                                Begin::Execute(lease_) => {
+                                    // The work takes longer than the lease.
+                                    clock.advance(lease);
+                                    thread::yield_now();
+                                    let body = format!("t{t}-{i}").into_bytes();
+                                    let done = store.complete("pay", key, lease_.token, Response { status: 200, body });
+                                    Some((lease_.token, done))
+                                }
+                                _ => None,
+                            };
+                            let in_flight = matches!(answer, Begin::InFlight { .. });
+                            calls.push((answer, executed));
+                            if !in_flight {
+                                break;
+                            }
+                            thread::yield_now();
+                        }
+                        calls
                     })
                 })
                 .collect();
@@ -999,13 +1004,14 @@ fn takeover_rounds(make: Factory) -> CaseResult {
         let newest =
             calls.iter().filter_map(|(b, _)| if let Begin::Execute(l) = b { Some(l.token) } else { None }).max();
         let final_answer = store.begin("pay", &key, Fingerprint(3));
+        let executions: Vec<&(u64, Result<(), LeaseError>)> = calls.iter().filter_map(|(_, e)| e.as_ref()).collect();
         if landed.len() != 1 || landed.first() != newest.as_ref() || !matches!(final_answer, Begin::Replay(_)) {
             return Err(CaseError::failed(format!(
-                "{THREADS} threads each sent begin(\"pay\", {key:?}, fp3) up to {TRIES} times (lease 1s, retention 600s); \
-                 each executor moved the clock 1s (its work outlasted the lease) and then completed. \
+                "{THREADS} threads each sent begin(\"pay\", {key:?}, fp3), again after each InFlight (up to {TRIES} times; \
+                 lease 1s, retention 600s); each executor moved the clock 1s (its work outlasted the lease) and then completed. \
                  Completes that landed, by token: {landed:?}; newest token executed: {newest:?}; then a retry got {final_answer:?}. \
                  Expected exactly one complete to land, the newest executor's (an older token is fenced off once a retry \
-                 took over, and after a complete lands nobody executes again), then a Replay.\ncalls (answer, (token, complete)): {calls:?}"
+                 took over, and after a complete lands nobody executes again), then a Replay.\nexecutions (token, its complete) by thread: {executions:?}"
             )));
         }
     }
