@@ -2,13 +2,15 @@
 //!
 //! Implement [`SlidingTopK`] for [`TopK`]. The full contract is on the trait in
 //! `harness/src/top_k.rs`; in short:
-//! * lines are `timestamp user_id action` (use `harness::top_k::parse_line`);
+//! * lines are `timestamp user_id action` (use `harness::top_k::parse_line`); user ids
+//!   are exact strings (case-sensitive, any Unicode);
 //! * stream time T is the largest timestamp seen; the window is (T−W, T];
 //! * out-of-order events inside the window count; events at or before T−W are late:
 //!   dropped and counted;
 //! * `top()` ranks by count descending, then user id ascending, at most k;
 //! * a malformed line is an error naming its line number and changes nothing;
-//! * memory follows the window: forget users once all their events have left it.
+//! * memory follows the window, measured on the real heap after every line: forget
+//!   users once all their events have left it, keep nothing of late or bad lines.
 //!
 //! Levels: L1 window, L2 out of order, L3 malformed input, L4 memory. Run `cargo grade`.
 
@@ -39,9 +41,5 @@ impl SlidingTopK for TopK {
 
     fn users_in_window(&self) -> usize {
         todo!("top_k: users_in_window")
-    }
-
-    fn memory_entries(&self) -> usize {
-        todo!("top_k: memory_entries")
     }
 }

@@ -10,15 +10,16 @@
 use std::env;
 use std::fmt::{self, Write as _};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{self, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::process::{self, Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wait_timeout::ChildExt;
 
+use crate::clock::Stopwatch;
 use crate::suite::{guarded, install_quiet_panic_hook, split_hint, Case, CaseError};
 
 /// Set in the child's environment to the id of the case it must run.
@@ -32,6 +33,12 @@ pub const MEMORY_ENV: &str = "KATAS_MEMORY_LIMIT";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 
 const TRYING_MARK: &str = "@katas:trying ";
+/// Sent by the child's watchdog about once a second while the case makes progress.
+const ALIVE_MARK: &str = "@katas:alive";
+/// A case that keeps making progress may run this many times its deadline, at most.
+pub const PROGRESS_CAP: u32 = 4;
+/// How often the parent looks at a running child.
+const POLL: Duration = Duration::from_millis(100);
 const VERDICT_MARK: &str = "@katas:verdict ";
 /// Lines of the attempt's own output kept for the report.
 const OUTPUT_TAIL_LINES: usize = 20;
@@ -62,10 +69,17 @@ pub fn serve_child_if_requested(cases: &[Case]) {
     }
     // A deadlock or an infinite loop is reported within seconds of the last progress,
     // with the calls that never returned, rather than at the case's deadline.
-    crate::watchdog::spawn(|report| {
-        send_verdict(&WireVerdict::Failed(report));
-        process::exit(0);
-    });
+    crate::watchdog::spawn(
+        || {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{ALIVE_MARK}");
+            let _ = out.flush();
+        },
+        |report| {
+            send_verdict(&WireVerdict::Failed(report));
+            process::exit(0);
+        },
+    );
     let verdict = match cases.iter().find(|case| case.id == id) {
         None => WireVerdict::Failed(format!("no case with id `{id}` in this binary")),
         Some(case) => match guarded(|| (case.run)()) {
@@ -232,7 +246,9 @@ impl Outcome {
             Outcome::Failed { report } => split_hint(report).0.to_string(),
             Outcome::Skipped { reason } => format!("skipped: {reason}"),
             Outcome::TimedOut { limit, trying, output } => with_input(
-                format!("did not finish within {limit:?}: an infinite loop or a deadlock?"),
+                format!(
+                    "made no progress for {limit:?} (or ran {PROGRESS_CAP} times that long): an infinite loop or a deadlock?"
+                ),
                 trying,
                 output,
             ),
@@ -300,25 +316,50 @@ fn run_child(case: &Case, memory_limit: u64, env_changes: &[(&str, Option<&str>)
     };
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
+    let signs_of_life = Arc::new(AtomicU64::new(0));
     // Read both pipes concurrently so a chatty child never blocks on a full pipe.
-    let stdout_reader = thread::spawn(move || ChildReport::read(stdout));
+    let stdout_reader = {
+        let signs_of_life = Arc::clone(&signs_of_life);
+        thread::spawn(move || ChildReport::read(stdout, &signs_of_life))
+    };
     let stderr_reader = thread::spawn(move || {
         let mut text = String::new();
         let _ = BufReader::new(stderr).read_to_string(&mut text);
         text
     });
 
-    let status = match child.wait_timeout(case.deadline) {
-        Ok(Some(status)) => Some(status),
-        Ok(None) | Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        }
-    };
+    let status = wait_while_progressing(&mut child, case.deadline, &signs_of_life);
     let report = stdout_reader.join().unwrap_or_default();
     let stderr = stderr_reader.join().unwrap_or_default();
     classify(case, status, report, &stderr, memory_limit)
+}
+
+/// Waits for the child as long as it shows signs of life: it is killed after `deadline`
+/// without any (a heartbeat or a new input tried), or after [`PROGRESS_CAP`] times
+/// `deadline` in all. A correct attempt on a slow or busy machine keeps progressing,
+/// so it is never cut off for being slow. `None` if it was killed.
+fn wait_while_progressing(child: &mut Child, deadline: Duration, signs_of_life: &AtomicU64) -> Option<ExitStatus> {
+    let started = Stopwatch::start();
+    let mut quiet_since = Stopwatch::start();
+    let mut seen = signs_of_life.load(Ordering::Relaxed);
+    loop {
+        match child.wait_timeout(POLL) {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+        let now_seen = signs_of_life.load(Ordering::Relaxed);
+        if now_seen != seen {
+            seen = now_seen;
+            quiet_since = Stopwatch::start();
+        }
+        if quiet_since.elapsed() >= deadline || started.elapsed() >= deadline * PROGRESS_CAP {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn crashed(detail: String) -> Outcome {
@@ -334,11 +375,14 @@ struct ChildReport {
 }
 
 impl ChildReport {
-    fn read(stdout: impl Read) -> ChildReport {
+    fn read(stdout: impl Read, signs_of_life: &AtomicU64) -> ChildReport {
         let mut report = ChildReport::default();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(input) = line.strip_prefix(TRYING_MARK) {
+            if line == ALIVE_MARK {
+                signs_of_life.fetch_add(1, Ordering::Relaxed);
+            } else if let Some(input) = line.strip_prefix(TRYING_MARK) {
+                signs_of_life.fetch_add(1, Ordering::Relaxed);
                 report.trying = Some(input.to_string());
             } else if let Some(json) = line.strip_prefix(VERDICT_MARK) {
                 report.verdict = serde_json::from_str(json).ok();

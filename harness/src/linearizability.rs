@@ -28,18 +28,42 @@ pub fn set_forced_yields(on: bool) {
     FORCED_YIELDS.store(on, Ordering::Relaxed);
 }
 
-/// Called by test keys' `Hash`/`Eq`: when forced yields are on, every other call on a
-/// thread yields it, widening race windows by orders of magnitude.
+thread_local! {
+    static CALLS: Cell<u32> = const { Cell::new(0) };
+    /// (period, phase): this thread yields at contention points `n` with
+    /// `(n + phase) % period == 0`.
+    static YIELD_PLAN: Cell<(u32, u32)> = const { Cell::new((2, 0)) };
+}
+
+/// Called by test keys' `Hash`/`Eq` (and value clones, clock reads): when forced yields
+/// are on, the thread yields at some of them (see [`YieldPlan`]), widening race
+/// windows by orders of magnitude.
 pub fn contention_point() {
-    thread_local!(static CALLS: Cell<u32> = const { Cell::new(0) });
     if FORCED_YIELDS.load(Ordering::Relaxed) {
         let calls = CALLS.with(|c| {
             c.set(c.get().wrapping_add(1));
             c.get()
         });
-        if calls % 2 == 0 {
+        let (period, phase) = YIELD_PLAN.with(Cell::get);
+        if (calls + phase) % period == 0 {
             thread::yield_now();
         }
+    }
+}
+
+/// Which contention points a recorded history's threads yield at: every `period`-th,
+/// thread `t` shifted by `t` points. Varied from one history to the next (period 1, 2
+/// or 3), so that threads do not all yield in step and the same budget of histories
+/// covers more schedules.
+#[derive(Clone, Copy, Debug)]
+pub struct YieldPlan {
+    pub period: u32,
+}
+
+impl YieldPlan {
+    fn enter(self, thread: usize) {
+        CALLS.with(|c| c.set(0));
+        YIELD_PLAN.with(|p| p.set((self.period, thread as u32 % self.period)));
     }
 }
 
@@ -220,6 +244,19 @@ where
     O: Clone + Debug + Send + Sync,
     R: Send,
 {
+    record_with(per_thread, YieldPlan { period: 2 }, call)
+}
+
+/// [`record`], with the threads yielding as `plan` says.
+pub fn record_with<O, R>(
+    per_thread: &[Vec<O>],
+    plan: YieldPlan,
+    call: impl Fn(&O) -> R + Sync,
+) -> Result<Vec<Event<O, R>>, CaseError>
+where
+    O: Clone + Debug + Send + Sync,
+    R: Send,
+{
     trying(&per_thread);
     let recording = watchdog::Recording::new(
         per_thread.iter().map(|ops| ops.iter().map(|op| format!("{op:?}")).collect()).collect(),
@@ -234,6 +271,7 @@ where
             .map(|(thread, ops)| {
                 let (clock, barrier, call, recording) = (&clock, &barrier, &call, &recording);
                 scope.spawn(move || {
+                    plan.enter(thread);
                     barrier.wait();
                     ops.iter()
                         .enumerate()
@@ -314,6 +352,18 @@ pub struct HistoryBudget {
     pub seed: u64,
 }
 
+/// How many histories a round may record per concurrent history it counts.
+const MAX_RECORDINGS_PER_HISTORY: u32 = 8;
+
+/// Whether at least half of the calls overlapped a call of another thread.
+fn is_concurrent<O, R>(history: &[Event<O, R>]) -> bool {
+    let overlapping = history
+        .iter()
+        .filter(|e| history.iter().any(|f| f.thread != e.thread && e.invoked < f.returned && f.invoked < e.returned))
+        .count();
+    2 * overlapping >= history.len()
+}
+
 /// Records histories as `budget` says, with ops drawn by `pick_op` and a fresh system
 /// for each from `fresh`, and checks each against the model from `config`.
 pub fn check_histories<S, Sys>(
@@ -329,17 +379,57 @@ where
     S::Output: Send,
     Sys: Sync,
 {
+    check_histories_after::<S, Sys>(config, &[], budget, pick_op, fresh, call)
+}
+
+/// [`check_histories`] where every fresh system first gets the `setup` ops, one thread,
+/// before the threads start (and the model too): histories that start from a chosen
+/// state, e.g. a cache holding an expired entry.
+pub fn check_histories_after<S, Sys>(
+    config: &S::Config,
+    setup: &[S::Op],
+    budget: HistoryBudget,
+    pick_op: impl Fn(&mut SplitMix, usize) -> S::Op,
+    fresh: impl Fn() -> Result<Sys, CaseError>,
+    call: impl Fn(&Sys, &S::Op) -> S::Output + Sync,
+) -> CaseResult
+where
+    S: Spec,
+    S::Op: Send + Sync,
+    S::Output: Send,
+    Sys: Sync,
+{
     let mut rng = SplitMix::new(budget.seed);
-    let initial = S::model(config);
+    let mut initial = S::model(config);
+    let expected_setup: Vec<S::Output> = setup.iter().map(|op| S::step(&mut initial, op)).collect();
     for &(threads, ops_per_thread, histories) in budget.rounds {
-        for _ in 0..histories {
+        // The budget counts histories whose calls really overlapped: on a busy machine
+        // threads often run one after the other, and such a history tests nothing.
+        // Bounded, so that a starved machine still finishes.
+        let (mut concurrent, mut recorded) = (0, 0);
+        while concurrent < histories && recorded < histories * MAX_RECORDINGS_PER_HISTORY {
+            recorded += 1;
             let per_thread: Vec<Vec<S::Op>> =
                 (0..threads).map(|t| (0..ops_per_thread).map(|_| pick_op(&mut rng, t)).collect()).collect();
             let system = fresh()?;
-            let history = record(&per_thread, |op| call(&system, op))?;
+            for (op, expected) in setup.iter().zip(&expected_setup) {
+                let actual =
+                    crate::watchdog::call(format!("setup: {op:?}"), || crate::suite::guarded(|| call(&system, op)))
+                        .map_err(|p| p.into_case_error(format!("{config:?}\nsetting up, {op:?}")))?;
+                if &actual != expected {
+                    return Err(CaseError::failed(format!(
+                        "{config:?}\nsetting up (one thread), {op:?} -> {actual:?}, expected {expected:?}"
+                    )));
+                }
+            }
+            let history = record_with(&per_thread, YieldPlan { period: 2 }, |op| call(&system, op))?;
+            if is_concurrent(&history) {
+                concurrent += 1;
+            }
             if let Err(partial) = linearize::<S>(&initial, &history) {
+                let setup = if setup.is_empty() { String::new() } else { format!("first, on one thread: {setup:?}\n") };
                 return Err(CaseError::failed(format!(
-                    "{config:?}\nthis concurrent history has no valid sequential order (not linearizable):\n{}\n{}",
+                    "{config:?}\n{setup}this concurrent history has no valid sequential order (not linearizable):\n{}\n{}",
                     describe(&history),
                     describe_partial(&history, &partial)
                 )));

@@ -14,7 +14,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::clock::{ManualClock, SharedClock, Timestamp};
-use crate::linearizability::{check_histories, contention_point, set_forced_yields, HistoryBudget, SplitMix};
+use crate::linearizability::{
+    check_histories, check_histories_after, contention_point, set_forced_yields, HistoryBudget, SplitMix,
+};
 pub use crate::linearizability::{Key, Payload};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{
@@ -76,11 +78,15 @@ where
     /// TTL counts from then, not from the call's start (a load may take a while, and
     /// the clock moves meanwhile).
     ///
-    /// Single flight: concurrent callers on the same missing key run **one** `load` and
-    /// all get its value; calls on other keys proceed while `load` runs (no lock held
-    /// across it); calls that change the same key (`insert`, `remove`) take effect after
-    /// the load completes. If `load` panics, only its caller sees the panic and a caller
-    /// still waiting loads again. `load` must not call into the cache for the same key.
+    /// Single flight: concurrent callers on the same missing key run **one** `load`; the
+    /// others wait for it, and once it lands each starts over as a new call would: a hit
+    /// on the loaded value if it was stored and is still live (the usual case), or else
+    /// (ttl 0, capacity 0, already expired) a `load` of its own. A waiter never returns
+    /// a value the cache did not hold at some instant of its call. Calls on other keys
+    /// proceed while `load` runs (no lock held across it); calls that change the same
+    /// key (`insert`, `remove`) take effect after the load completes. If `load` panics,
+    /// only its caller sees the panic and a caller still waiting loads again. `load` may
+    /// call into the cache for other keys, never for its own.
     fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, ttl: Duration, load: F) -> V;
 }
 
@@ -627,6 +633,77 @@ fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
     result
 }
 
+/// Races on a key that has just expired: every history starts from a cache where k0
+/// expired a moment ago (k1 is live), and threads get, insert and remove k0. An attempt
+/// that cleans up an expired entry in a second critical section (after finding it
+/// expired in a first) may remove a fresh value another thread stored in between.
+fn expiry_races(make: Factory) -> CaseResult {
+    set_forced_yields(true);
+    let config = Config { capacity: 2 };
+    let setup =
+        [Op::Insert { key: 0, value: 1, ttl: SECOND }, Op::Insert { key: 1, value: 2, ttl: LONG }, Op::Advance(SECOND)];
+    let pick = |rng: &mut SplitMix, thread: usize| {
+        let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
+        match rng.below(6) {
+            0 | 1 => Op::Get(0),
+            2 => Op::Insert { key: 0, value, ttl: LONG },
+            3 => Op::Remove(0),
+            4 => Op::Len,
+            _ => Op::Get(1),
+        }
+    };
+    let result = check_histories_after::<TtlLruSpec, _>(
+        &config,
+        &setup,
+        RACES,
+        pick,
+        || {
+            let clock = ManualClock::new();
+            Ok((build(make, config.capacity, &clock)?, clock))
+        },
+        |(cache, clock), op| apply(cache.as_ref(), clock, op),
+    );
+    set_forced_yields(false);
+    result
+}
+
+/// Races on recency at capacity: every history starts from a full cache (k0 least
+/// recently used, then k1), and threads get k0 and k1 while others insert k2, which
+/// evicts whichever is least recently used at that instant. An attempt that finds the
+/// value in one critical section and moves it to the front in another lets an
+/// eviction pick the entry that the get has already returned as used.
+fn recency_races(make: Factory) -> CaseResult {
+    set_forced_yields(true);
+    let config = Config { capacity: 2 };
+    let setup = [Op::Insert { key: 0, value: 1, ttl: LONG }, Op::Insert { key: 1, value: 2, ttl: LONG }];
+    let pick = |rng: &mut SplitMix, thread: usize| {
+        let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
+        match rng.below(6) {
+            0 | 1 => Op::Get(0),
+            2 => Op::Get(1),
+            3 => Op::Insert { key: 2, value, ttl: LONG },
+            4 => Op::Get(2),
+            _ => Op::Len,
+        }
+    };
+    let result = check_histories_after::<TtlLruSpec, _>(
+        &config,
+        &setup,
+        RACES,
+        pick,
+        || {
+            let clock = ManualClock::new();
+            Ok((build(make, config.capacity, &clock)?, clock))
+        },
+        |(cache, clock), op| apply(cache.as_ref(), clock, op),
+    );
+    set_forced_yields(false);
+    result
+}
+
+/// Many small histories from a set-up state: a race needs two particular calls to meet.
+const RACES: HistoryBudget = HistoryBudget { rounds: &[(2, 3, 200), (3, 3, 100)], seed: 0xe7e7 };
+
 /// A load that takes 600ms of test time, with ttl 1s: the entry lives until 1s after
 /// it landed (the contract: stored as `insert` would store it when it lands).
 fn ttl_from_landing(make: Factory) -> CaseResult {
@@ -650,6 +727,35 @@ fn ttl_from_landing(make: Factory) -> CaseResult {
         return Err(CaseError::failed(format!(
             "{steps}\nreturned {seen:?}, expected (7, Some(7), None): the value landed at t=600ms with ttl 1s, \
              so it is live at t=1.1s and expired at t=1.6s"
+        )));
+    }
+    Ok(())
+}
+
+/// A load that stores another key while it runs (allowed: only the same key is off
+/// limits): the loaded entry lands after that one, so it is the more recently used,
+/// and the next eviction takes the other key.
+fn recency_from_landing(make: Factory) -> CaseResult {
+    let clock = ManualClock::new();
+    let cache = build(make, 2, &clock)?;
+    let steps = "cache = TtlLru::new(capacity 2), clock at t=0\n\
+                 get_or_insert_with(k0, ttl 3600s, || { cache.insert(k1, 1, ttl 3600s); 7 }), insert(k2, 2, ttl 3600s), \
+                 get(k0), get(k1)";
+    let seen = crate::watchdog::call(steps, || {
+        guarded(|| {
+            let loaded = cache.get_or_insert_with(Key(0), LONG, &mut || {
+                cache.insert(Key(1), 1, LONG);
+                7
+            });
+            cache.insert(Key(2), 2, LONG);
+            (loaded, cache.get(&Key(0)), cache.get(&Key(1)))
+        })
+    })
+    .map_err(|p| p.into_case_error(steps))?;
+    if seen != (7, Some(7), None) {
+        return Err(CaseError::failed(format!(
+            "{steps}\nreturned {seen:?}, expected (7, Some(7), None): k0 landed after the load inserted k1, \
+             so k1 was the least recently used when k2 arrived"
         )));
     }
     Ok(())
@@ -778,9 +884,12 @@ fn panicking_loader(make: Factory) -> CaseResult {
         let cache = Arc::clone(&cache);
         thread::spawn(move || {
             let mut calls = 0;
-            let value = cache.get_or_insert_with(Key(0), LONG, &mut || {
-                calls += 1;
-                9
+            // Watched: a waiter stranded by the panic is reported as stuck within seconds.
+            let value = crate::watchdog::call("the waiter's get_or_insert_with(k0, || 9)", || {
+                cache.get_or_insert_with(Key(0), LONG, &mut || {
+                    calls += 1;
+                    9
+                })
             });
             let _ = waiter_tx.send((value, calls));
         })
@@ -883,6 +992,15 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L3, "linearizable_full",
             "As `linearizable`, at capacity 1 where every insert evicts: eviction, recency update and len must all happen inside the same critical section.",
             THREADED, |make| concurrent_case(make, 1, false)),
+        case(L3, "recency_races",
+            "Threads read entries while others insert into a full cache. A get that returns a value must also make it the most \
+             recently used in the same critical section: if another thread's insert runs in between, it evicts the entry as if \
+             it had not been used.",
+            THREADED, recency_races),
+        case(L3, "expiry_races",
+            "Threads race on a key that has just expired. Decide that an entry is expired and drop it in the same critical section \
+             that found it: after unlocking, another thread may already have stored a fresh value under that key.",
+            THREADED, expiry_races),
         case(L4, "short_sequences",
             "get_or_insert_with, sequentially: a live key returns its value without calling load (and counts as a use); a missing or expired key calls load once and inserts its value.",
             QUICK, |make| exhaustive_case(make, &[0, 1, 2], WITH_LOADS, 5)),
@@ -893,6 +1011,10 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "A loaded value is stored as insert would store it when the load returns: read the clock after the load, \
              so its TTL counts from the landing, not from the call's start.",
             QUICK, ttl_from_landing),
+        case(L4, "recency_from_landing",
+            "A loaded value becomes the most recently used when it lands (as insert would make it then), \
+             not when the call started: calls made while the load ran are older.",
+            QUICK, recency_from_landing),
         case(L4, "loads_once",
             "Concurrent callers on one missing key must share one load: record an in-flight marker for the key, and make later callers wait for it instead of loading.",
             THREADED, loads_once),

@@ -215,15 +215,25 @@ const STUCK_HINT: &str =
      (notify after every change a waiter waits for, and on panic too), or a loop whose exit depends on time \
      that the test clock never moves.";
 
-/// Starts the watchdog thread: `on_stuck` gets the report once a case is stuck (it is
-/// expected to end the process). Called once, in the grading child.
-pub(crate) fn spawn(on_stuck: impl FnOnce(String) + Send + 'static) {
+/// How often, at most, the child tells the parent it is making progress.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the watchdog thread: `alive` is called about once a second while the case
+/// makes progress (the parent's deadline counts from the last sign of life), and
+/// `on_stuck` gets the report once a case is stuck (it is expected to end the process).
+/// Called once, in the grading child.
+pub(crate) fn spawn(alive: impl Fn() + Send + 'static, on_stuck: impl FnOnce(String) + Send + 'static) {
     let _ = thread::Builder::new().name("katas-watchdog".into()).spawn(move || {
         let mut last = PROGRESS.load(Ordering::Relaxed);
         let mut since = Stopwatch::start();
+        let (mut heartbeat_at, mut last_heartbeat) = (last, Stopwatch::start());
         loop {
             thread::sleep(SAMPLE_EVERY);
             let now = PROGRESS.load(Ordering::Relaxed);
+            if now != heartbeat_at && last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+                alive();
+                (heartbeat_at, last_heartbeat) = (now, Stopwatch::start());
+            }
             if now != last || !anything_in_flight() {
                 last = now;
                 since = Stopwatch::start();

@@ -100,8 +100,4 @@ impl SlidingTopK for TopK {
     fn users_in_window(&self) -> usize {
         self.counts.len()
     }
-
-    fn memory_entries(&self) -> usize {
-        self.counts.len() + self.buckets.values().map(HashMap::len).sum::<usize>()
-    }
 }

@@ -6,4 +6,6 @@ pub mod idempotency_attempts;
 pub mod rate_limit;
 pub mod stubs;
 pub mod top_k;
+pub mod top_k_attempts;
 pub mod ttl_lru;
+pub mod ttl_lru_attempts;

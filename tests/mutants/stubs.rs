@@ -76,9 +76,6 @@ impl SlidingTopK for Stub {
     fn users_in_window(&self) -> usize {
         todo!()
     }
-    fn memory_entries(&self) -> usize {
-        todo!()
-    }
 }
 
 impl IdempotencyStore for Stub {

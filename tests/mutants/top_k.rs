@@ -112,8 +112,4 @@ impl<const BUG: u8> SlidingTopK for Flawed<BUG> {
     fn users_in_window(&self) -> usize {
         self.counts().len()
     }
-
-    fn memory_entries(&self) -> usize {
-        self.events.len()
-    }
 }
