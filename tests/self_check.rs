@@ -262,9 +262,31 @@ fn mutants() -> Vec<Mutant> {
         idempotency_mutant!(TOKENS_PER_KEY, "idempotency::l1_lifecycle::two_key_sequences"),
         idempotency_mutant!(RACY_BEGIN, "idempotency::l3_threads::exactly_one_executes"),
         idempotency_mutant!(NEVER_REAPS, "idempotency::l4_memory::memory_follows_retention"),
+        idempotency_mutant!(COMPLETED_BEFORE_STALE, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(CLOCK_READ_BEFORE_LOCK, "idempotency::l3_threads::clock_moves"),
+        idempotency_mutant!(SWEEP_DROPS_EXPIRED_LEASES, "idempotency::l4_memory::housekeeping"),
+        idempotency_mutant!(INTERN_POOL, "idempotency::l4_memory::memory_follows_retention"),
+        idempotency_mutant!(LEASE_IN_WHOLE_MS, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(LOSSY_BODY, "idempotency::l1_lifecycle::one_key_sequences"),
+        idempotency_mutant!(DURATION_OVERFLOW, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(SPLIT_COMPLETE, "idempotency::l3_threads::takeover_race"),
+        idempotency_mutant!(REPLAY_REFRESHES_RETENTION, "idempotency::l2_leases::edges"),
+        idempotency_mutant!(RACY_TAKEOVER, "idempotency::l3_threads::takeover_race"),
+        Mutant {
+            name: "idempotency::LOCK_ORDER_DEADLOCK",
+            suite: idempotency::suite(idempotency::factory::<
+                mutants::idempotency_attempts::PerKeyStore<{ mutants::idempotency_attempts::LOCK_ORDER_DEADLOCK }>,
+            >()),
+            rejected_by: "idempotency::l3_threads::linearizable",
+        },
         redis_store_mutant!(CHECK_THEN_EXECUTE, "idempotency::l5_redis::one_executor_across_instances"),
         redis_store_mutant!(EXTRA_ROUND_TRIP, "idempotency::l5_redis::round_trips_and_keys"),
         redis_store_mutant!(PANICS_ON_OUTAGE, "idempotency::l5_redis::outage"),
+        redis_store_mutant!(EXPIRY_LEASE_ONLY, "idempotency::l5_redis::expiry_in_real_time"),
+        redis_store_mutant!(NO_EXPIRY_IN_PROGRESS, "idempotency::l5_redis::key_lifetimes"),
+        redis_store_mutant!(TTL_IN_MICROS, "idempotency::l5_redis::key_lifetimes"),
+        redis_store_mutant!(COMPLETED_BEFORE_STALE, "idempotency::l5_redis::sequences"),
+        redis_store_mutant!(RETENTION_AS_MILLIS, "idempotency::l5_redis::key_lifetimes"),
     ]
 }
 
@@ -352,6 +374,19 @@ fn cases() -> Vec<(Case, Expect)> {
     ];
     for (design, suite) in correct {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{design}")), Expect::Pass)));
+    }
+    // Correct idempotency stores of other designs than the reference's, likewise.
+    {
+        use mutants::idempotency_attempts::{ExpiryQueueStore, PerKeyStore, RwLockStore};
+        let correct: [(&str, idempotency::Factory); 3] = [
+            ("rwlock", idempotency::factory::<RwLockStore>()),
+            ("per_key_locks", idempotency::factory::<PerKeyStore>()),
+            ("expiry_queue", idempotency::factory::<ExpiryQueueStore>()),
+        ];
+        for (name, make) in correct {
+            let prefix = format!("correct_attempt::{name}");
+            cases.extend(idempotency::suite(make).into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
+        }
     }
     // Correct top-K attempts of other designs than the reference: a false red verdict
     // on any of them is a grading bug.

@@ -6,7 +6,10 @@
 //!   with a higher fencing token);
 //! * `Replay(response)` once completed; `InFlight` (409) while another executes;
 //!   `Mismatch` (422) for the same key with a different request;
-//! * `complete`/`abandon` only with the current token (stale tokens are refused);
+//! * `complete`/`abandon` only with the current token (stale tokens are refused,
+//!   checked in `SETTLE_CHECK_ORDER`: the fence before the state);
+//! * each call reads the clock inside its critical section (the grader moves the
+//!   clock while calls run); memory is measured on the real heap;
 //! * records are reaped after retention; scopes never see each other's keys;
 //! * under N concurrent identical requests, exactly one executes.
 //!
@@ -49,10 +52,6 @@ impl IdempotencyStore for Store {
     fn abandon(&self, scope: &str, key: &str, token: u64) -> Result<(), LeaseError> {
         let _ = (scope, key, token);
         todo!("idempotency: abandon")
-    }
-
-    fn tracked_records(&self) -> usize {
-        todo!("idempotency: tracked_records")
     }
 }
 

@@ -3,9 +3,12 @@
 //! * Records live in 64 shards (`parking_lot::Mutex<HashMap>`), keyed by the
 //!   (scope, key) pair itself, never a joined string, so ("t:x", "y") and
 //!   ("t", "x:y") stay apart. Lookups borrow the caller's strings ([`Id`]).
-//! * Every call reads and changes its record under the shard lock, and takes its
-//!   fencing token from one atomic counter inside that critical section: each call is
-//!   one atomic step, so exactly one of N identical requests executes.
+//! * Every call reads the clock, reads and changes its record under the shard lock,
+//!   and takes its fencing token from one atomic counter inside that critical section:
+//!   each call is one atomic step at one time, so exactly one of N identical requests
+//!   executes, and a clock step never lands between a call's time and its effect.
+//! * `complete`/`abandon` check the fence before the state ([`harness::idempotency::SETTLE_CHECK_ORDER`]):
+//!   a completed record keeps the token that completed it.
 //! * Expired records (past retention) are treated as absent on access and swept when
 //!   a shard has doubled since its last sweep: memory follows the live records.
 //!
@@ -38,7 +41,7 @@ impl Equivalent<(String, String)> for Id<'_> {
 
 enum State {
     InProgress { token: u64, leased_until: Timestamp },
-    Completed { response: Response, until: Timestamp },
+    Completed { token: u64, response: Response, until: Timestamp },
 }
 
 struct Record {
@@ -70,21 +73,26 @@ pub struct Store {
 }
 
 impl Store {
-    /// Locks the shard of (scope, key) and drops the record if it has expired.
-    fn lock(&self, id: &Id<'_>, now: Timestamp) -> MutexGuard<'_, Shard> {
+    /// Locks the shard of (scope, key), then reads the clock (inside the critical
+    /// section) and drops the record if it has expired. Returns the shard and the time.
+    fn lock(&self, id: &Id<'_>) -> (MutexGuard<'_, Shard>, Timestamp) {
         let mut shard = self.shards[(self.hasher.hash_one(id) as usize) % SHARDS].lock();
+        let now = self.clock.now();
         if shard.records.get(id).is_some_and(|r| !r.is_live(now, &self.config)) {
             shard.records.remove(id);
         }
-        shard
+        (shard, now)
     }
 
-    /// The record of `id` if `token` is its current executor's.
+    /// The record of `id` if `token` is its current executor's: the fence first, then
+    /// the state, as [`harness::idempotency::SETTLE_CHECK_ORDER`] says.
     fn held<'s>(&self, shard: &'s mut Shard, id: &Id<'_>, token: u64) -> Result<&'s mut Record, LeaseError> {
         let record = shard.records.get_mut(id).ok_or(LeaseError::NoSuchRecord)?;
         match record.state {
+            State::InProgress { token: current, .. } | State::Completed { token: current, .. } if current != token => {
+                Err(LeaseError::StaleToken)
+            }
             State::Completed { .. } => Err(LeaseError::AlreadyCompleted),
-            State::InProgress { token: current, .. } if current != token => Err(LeaseError::StaleToken),
             State::InProgress { .. } => Ok(record),
         }
     }
@@ -98,8 +106,7 @@ impl IdempotencyStore for Store {
 
     fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Begin {
         let id = Id(scope, key);
-        let now = self.clock.now();
-        let mut shard = self.lock(&id, now);
+        let (mut shard, now) = self.lock(&id);
         match shard.records.get(&id) {
             Some(record) if record.fingerprint != fingerprint => return Begin::Mismatch,
             Some(Record { state: State::Completed { response, .. }, .. }) => return Begin::Replay(response.clone()),
@@ -122,24 +129,18 @@ impl IdempotencyStore for Store {
 
     fn complete(&self, scope: &str, key: &str, token: u64, response: Response) -> Result<(), LeaseError> {
         let id = Id(scope, key);
-        let now = self.clock.now();
-        let mut shard = self.lock(&id, now);
+        let (mut shard, now) = self.lock(&id);
         let record = self.held(&mut shard, &id, token)?;
-        record.state = State::Completed { response, until: now + self.config.retention() };
+        record.state = State::Completed { token, response, until: now + self.config.retention() };
         Ok(())
     }
 
     fn abandon(&self, scope: &str, key: &str, token: u64) -> Result<(), LeaseError> {
         let id = Id(scope, key);
-        let now = self.clock.now();
-        let mut shard = self.lock(&id, now);
+        let (mut shard, _) = self.lock(&id);
         self.held(&mut shard, &id, token)?;
         shard.records.remove(&id);
         Ok(())
-    }
-
-    fn tracked_records(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().records.len()).sum()
     }
 }
 
@@ -168,7 +169,8 @@ return {'execute', token}
 "#;
 
 /// `complete` or `abandon` in one step. KEYS: the record. ARGV: now, retention (µs),
-/// token, 'complete' or 'abandon', then status and body.
+/// token, 'complete' or 'abandon', then status and body. The token is checked before
+/// the state (SETTLE_CHECK_ORDER); a completed record keeps its token.
 const SETTLE_SCRIPT: &str = r#"
 local function int(x) return string.format('%.0f', x) end
 local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -179,8 +181,8 @@ if (r[1] == 'p' and now >= untl + retention) or (r[1] == 'c' and now >= untl) th
   redis.call('DEL', KEYS[1])
   return 'none'
 end
-if r[1] == 'c' then return 'completed' end
 if r[2] ~= ARGV[3] then return 'stale' end
+if r[1] == 'c' then return 'completed' end
 if ARGV[4] == 'abandon' then
   redis.call('DEL', KEYS[1])
   return 'ok'

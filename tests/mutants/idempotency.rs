@@ -1,8 +1,11 @@
 //! Buggy idempotency stores that the suite must reject: one plain store (a single
-//! `Mutex<HashMap>`) with every bug a named switch.
+//! `Mutex<HashMap>`) with every bug a named switch, and Redis-backed stores wrapped
+//! around the reference with one realistic bug each. Correct stores of other designs,
+//! which must pass every case, are in `idempotency_attempts.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use harness::clock::{SharedClock, Timestamp};
 use harness::idempotency::{Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, Response};
@@ -17,17 +20,44 @@ pub const ABANDON_KEEPS_RECORD: u8 = 6;
 pub const TOKENS_PER_KEY: u8 = 7;
 pub const RACY_BEGIN: u8 = 8;
 pub const NEVER_REAPS: u8 = 9;
+/// Checks "already completed" before the token: the old executor, after a takeover
+/// and the new executor's complete, is told AlreadyCompleted (its response is not stored).
+pub const COMPLETED_BEFORE_STALE: u8 = 10;
+/// Reads the clock before taking the lock: a clock step can land between a call's
+/// time and its effect.
+pub const CLOCK_READ_BEFORE_LOCK: u8 = 11;
+/// The sweep drops in-progress records once their lease ends (the access path keeps
+/// them until leased_until + retention): only wrong once a sweep has run.
+pub const SWEEP_DROPS_EXPIRED_LEASES: u8 = 12;
+/// Keeps every (scope, key) ever seen in a side set (say, for metrics), never pruned.
+pub const INTERN_POOL: u8 = 13;
+/// Keeps lease ends in whole milliseconds: retry_after and takeovers are off below 1 ms.
+pub const LEASE_IN_WHOLE_MS: u8 = 14;
+/// Stores the body as text (`String::from_utf8_lossy`): binary bodies come back changed.
+pub const LOSSY_BODY: u8 = 15;
+/// Adds durations with panicking arithmetic: a lease or retention of Duration::MAX overflows.
+pub const DURATION_OVERFLOW: u8 = 16;
+/// complete checks the token under the lock, releases it, then stores the response
+/// under the lock again: a takeover in between is overwritten.
+pub const SPLIT_COMPLETE: u8 = 17;
+/// A replay restarts the record's retention (`until = now + retention`): a key retried
+/// often never expires.
+pub const REPLAY_REFRESHES_RETENTION: u8 = 18;
+/// Decides on a takeover (lease expired) under the lock, then re-locks to write the
+/// new lease without checking again: two retries can both take over.
+pub const RACY_TAKEOVER: u8 = 19;
 
 #[derive(Clone)]
 enum State {
     InProgress { token: u64, leased_until: Timestamp },
-    Completed { response: Response, until: Timestamp },
+    Completed { token: u64, response: Response, until: Timestamp },
 }
 
 struct Records {
     map: HashMap<(String, String), (Fingerprint, State)>,
     last_token: u64,
     tokens_per_key: HashMap<(String, String), u64>,
+    seen: HashSet<(String, String)>,
     sweep_at: usize,
 }
 
@@ -46,11 +76,25 @@ impl<const BUG: u8> Flawed<BUG> {
         }
     }
 
-    fn live(&self, state: &State, now: Timestamp) -> bool {
-        let end = match state {
-            State::InProgress { leased_until, .. } => *leased_until + self.config.retention(),
+    /// `t + d`, saturating as the contract says (or panicking, for the bug).
+    fn later(t: Timestamp, d: Duration) -> Timestamp {
+        if BUG == DURATION_OVERFLOW {
+            let nanos = (Duration::from_nanos(t.as_nanos()) + d).as_nanos();
+            Timestamp::from_nanos(u64::try_from(nanos).expect("a time past 2554"))
+        } else {
+            t + d
+        }
+    }
+
+    fn end(&self, state: &State) -> Timestamp {
+        match state {
+            State::InProgress { leased_until, .. } => Self::later(*leased_until, self.config.retention()),
             State::Completed { until, .. } => *until,
-        };
+        }
+    }
+
+    fn live(&self, state: &State, now: Timestamp) -> bool {
+        let end = self.end(state);
         if BUG == NEVER_REAPS {
             true
         } else if BUG == RETENTION_INCLUSIVE {
@@ -60,38 +104,81 @@ impl<const BUG: u8> Flawed<BUG> {
         }
     }
 
+    /// What a sweep keeps (the same as `live`, but for the bug).
+    fn kept_by_sweep(&self, state: &State, now: Timestamp) -> bool {
+        match state {
+            State::InProgress { leased_until, .. } if BUG == SWEEP_DROPS_EXPIRED_LEASES => now < *leased_until,
+            _ => self.live(state, now),
+        }
+    }
+
     fn reap(&self, records: &mut Records, id: &(String, String), now: Timestamp) {
         if records.map.get(id).is_some_and(|(_, s)| !self.live(s, now)) {
             records.map.remove(id);
         }
     }
 
-    fn check_holder(&self, records: &Records, id: &(String, String), token: u64) -> Result<(), LeaseError> {
-        match records.map.get(id) {
-            None => Err(LeaseError::NoSuchRecord),
-            Some((_, State::Completed { .. })) => Err(LeaseError::AlreadyCompleted),
-            Some((_, State::InProgress { token: current, .. }))
-                if *current != token && BUG != STALE_COMPLETE_ACCEPTED =>
-            {
-                Err(LeaseError::StaleToken)
-            }
-            Some(_) => Ok(()),
+    fn now(&self) -> Timestamp {
+        let now = self.clock.now();
+        if BUG == LEASE_IN_WHOLE_MS {
+            Timestamp::from_nanos(now.as_nanos() / 1_000_000 * 1_000_000)
+        } else {
+            now
         }
+    }
+
+    fn check_holder(&self, records: &Records, id: &(String, String), token: u64) -> Result<(), LeaseError> {
+        let record = records.map.get(id).ok_or(LeaseError::NoSuchRecord)?;
+        let (current, completed) = match &record.1 {
+            State::InProgress { token, .. } => (*token, false),
+            State::Completed { token, .. } => (*token, true),
+        };
+        if BUG == COMPLETED_BEFORE_STALE && completed {
+            return Err(LeaseError::AlreadyCompleted);
+        }
+        if current != token && BUG != STALE_COMPLETE_ACCEPTED {
+            return Err(LeaseError::StaleToken);
+        }
+        if completed {
+            return Err(LeaseError::AlreadyCompleted);
+        }
+        Ok(())
+    }
+
+    /// Locks the records and reads the clock inside the critical section (the bug:
+    /// `early` was read before the lock).
+    fn lock(&self, early: Option<Timestamp>) -> (std::sync::MutexGuard<'_, Records>, Timestamp) {
+        let records = self.records.lock().unwrap();
+        let now = early.unwrap_or_else(|| self.now());
+        (records, now)
+    }
+
+    fn early(&self) -> Option<Timestamp> {
+        (BUG == CLOCK_READ_BEFORE_LOCK).then(|| self.now())
     }
 }
 
 impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
     fn new(config: IdempotencyConfig, clock: SharedClock) -> Self {
-        let records = Records { map: HashMap::new(), last_token: 0, tokens_per_key: HashMap::new(), sweep_at: 64 };
+        let records = Records {
+            map: HashMap::new(),
+            last_token: 0,
+            tokens_per_key: HashMap::new(),
+            seen: HashSet::new(),
+            sweep_at: 64,
+        };
         Flawed { config, clock, records: Mutex::new(records) }
     }
 
     fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Begin {
         let id = Self::id(scope, key);
-        let now = self.clock.now();
-        let mut records = self.records.lock().unwrap();
+        let (mut records, now) = self.lock(self.early());
+        if BUG == INTERN_POOL {
+            records.seen.insert(id.clone());
+        }
         self.reap(&mut records, &id, now);
         let existing = records.map.get(&id).cloned();
+        let takeover = existing.is_some();
         if let Some((fp, state)) = existing {
             let in_flight = match &state {
                 State::InProgress { leased_until, .. } if now < *leased_until || BUG == NO_TAKEOVER => {
@@ -107,12 +194,22 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
             if fp != fingerprint {
                 return Begin::Mismatch;
             }
-            if let State::Completed { response, .. } = state {
+            if let State::Completed { token, response, .. } = state {
+                if BUG == REPLAY_REFRESHES_RETENTION {
+                    let until = Self::later(now, self.config.retention());
+                    let refreshed = State::Completed { token, response: response.clone(), until };
+                    records.map.insert(id, (fp, refreshed));
+                }
                 return Begin::Replay(response);
             }
             if let Some(answer) = in_flight {
                 return answer;
             }
+        }
+        if BUG == RACY_TAKEOVER && takeover {
+            // The bug: "the lease has expired" was decided under the lock released here.
+            drop(records);
+            records = self.records.lock().unwrap();
         }
         if BUG == RACY_BEGIN {
             // The bug: decided "absent" under one lock, creates under another.
@@ -128,10 +225,11 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
             records.last_token += 1;
             records.last_token
         };
-        records.map.insert(id, (fingerprint, State::InProgress { token, leased_until: now + self.config.lease() }));
+        let leased_until = Self::later(now, self.config.lease());
+        records.map.insert(id, (fingerprint, State::InProgress { token, leased_until }));
         if records.map.len() >= records.sweep_at {
             let map = std::mem::take(&mut records.map);
-            records.map = map.into_iter().filter(|(_, (_, s))| self.live(s, now)).collect();
+            records.map = map.into_iter().filter(|(_, (_, s))| self.kept_by_sweep(s, now)).collect();
             records.sweep_at = (2 * records.map.len()).max(64);
         }
         Begin::Execute(Lease { token })
@@ -139,21 +237,33 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
 
     fn complete(&self, scope: &str, key: &str, token: u64, response: Response) -> Result<(), LeaseError> {
         let id = Self::id(scope, key);
-        let now = self.clock.now();
-        let mut records = self.records.lock().unwrap();
+        let (mut records, now) = self.lock(self.early());
         self.reap(&mut records, &id, now);
         self.check_holder(&records, &id, token)?;
-        let until = now + self.config.retention();
+        if BUG == SPLIT_COMPLETE {
+            // The bug: the fence was checked in one critical section, the write lands in another.
+            drop(records);
+            std::thread::yield_now();
+            records = self.records.lock().unwrap();
+        }
+        let until = Self::later(now, self.config.retention());
+        let response = if BUG == LOSSY_BODY {
+            Response {
+                status: response.status,
+                body: String::from_utf8_lossy(&response.body).into_owned().into_bytes(),
+            }
+        } else {
+            response
+        };
         if let Some(record) = records.map.get_mut(&id) {
-            record.1 = State::Completed { response, until };
+            record.1 = State::Completed { token, response, until };
         }
         Ok(())
     }
 
     fn abandon(&self, scope: &str, key: &str, token: u64) -> Result<(), LeaseError> {
         let id = Self::id(scope, key);
-        let now = self.clock.now();
-        let mut records = self.records.lock().unwrap();
+        let (mut records, now) = self.lock(self.early());
         self.reap(&mut records, &id, now);
         self.check_holder(&records, &id, token)?;
         if BUG != ABANDON_KEEPS_RECORD {
@@ -161,28 +271,50 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
         }
         Ok(())
     }
-
-    fn tracked_records(&self) -> usize {
-        self.records.lock().unwrap().map.len()
-    }
 }
 
-/// Redis-backed stores with one realistic bug each, wrapped around the reference.
+/// Redis-backed stores with one realistic bug each, wrapped around the reference. The
+/// expiry bugs act through a second connection on the reference's record key
+/// (`{namespace}:r:<scope length>:<scope>:<key>`), as an attempt setting its TTL in
+/// a separate command would.
 pub mod redis_backed {
     use harness::clock::SharedClock;
     use harness::idempotency::{
-        Begin, Fingerprint, Lease, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError, StoreUnavailable,
+        Begin, Fingerprint, Lease, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError,
+        StoreUnavailable,
     };
     use solutions::idempotency::RedisStore;
 
     pub const CHECK_THEN_EXECUTE: u8 = 1;
     pub const EXTRA_ROUND_TRIP: u8 = 2;
     pub const PANICS_ON_OUTAGE: u8 = 3;
+    /// The in-progress record's TTL covers only the lease, not lease + retention.
+    pub const EXPIRY_LEASE_ONLY: u8 = 4;
+    /// The in-progress record has no TTL (only completing sets one).
+    pub const NO_EXPIRY_IN_PROGRESS: u8 = 5;
+    /// TTLs given to PEXPIRE in microseconds: a thousand times too long.
+    pub const TTL_IN_MICROS: u8 = 6;
+    /// Checks "completed" before the token, like the in-memory COMPLETED_BEFORE_STALE.
+    pub const COMPLETED_BEFORE_STALE: u8 = 7;
+    /// The completed record's TTL is the retention in seconds given to PEXPIRE (ms):
+    /// a thousand times too short.
+    pub const RETENTION_AS_MILLIS: u8 = 8;
 
     pub struct FlawedRedis<const BUG: u8> {
         inner: RedisStore,
         side: redis::aio::MultiplexedConnection,
-        namespace: String,
+        config: RedisStoreConfig,
+    }
+
+    impl<const BUG: u8> FlawedRedis<BUG> {
+        fn record_key(&self, scope: &str, key: &str) -> String {
+            format!("{{{}}}:r:{}:{scope}:{key}", self.config.namespace, scope.len())
+        }
+
+        async fn side_command(&self, command: &mut redis::Cmd) {
+            let mut side = self.side.clone();
+            let _: Result<redis::Value, _> = command.query_async(&mut side).await;
+        }
     }
 
     impl<const BUG: u8> RedisIdempotencyStore for FlawedRedis<BUG> {
@@ -190,15 +322,14 @@ pub mod redis_backed {
             let unavailable = |e: redis::RedisError| StoreUnavailable(e.to_string());
             let client = redis::Client::open(url).map_err(unavailable)?;
             let side = client.get_multiplexed_async_connection().await.map_err(unavailable)?;
-            let namespace = config.namespace.clone();
-            Ok(FlawedRedis { inner: RedisStore::connect(url, config, clock).await?, side, namespace })
+            Ok(FlawedRedis { inner: RedisStore::connect(url, config.clone(), clock).await?, side, config })
         }
 
         async fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin, StoreUnavailable> {
             let mut side = self.side.clone();
             if BUG == CHECK_THEN_EXECUTE {
                 // The bug: "is there a record?" and "create it" are two steps.
-                let marker = format!("{{{}}}:seen:{scope}:{key}", self.namespace);
+                let marker = format!("{{{}}}:seen:{scope}:{key}", self.config.namespace);
                 let seen: bool = redis::cmd("EXISTS").arg(&marker).query_async(&mut side).await.unwrap_or(false);
                 if !seen {
                     tokio::task::yield_now().await;
@@ -214,11 +345,50 @@ pub mod redis_backed {
             if BUG == PANICS_ON_OUTAGE {
                 return Ok(answer.expect("Redis is always up"));
             }
+            if let Ok(Begin::Execute(_)) = &answer {
+                let record = self.record_key(scope, key);
+                let (lease, retention) = (self.config.records.lease(), self.config.records.retention());
+                match BUG {
+                    EXPIRY_LEASE_ONLY => {
+                        let ms = lease.as_millis().max(1) as u64;
+                        self.side_command(redis::cmd("PEXPIRE").arg(&record).arg(ms)).await;
+                    }
+                    NO_EXPIRY_IN_PROGRESS => self.side_command(redis::cmd("PERSIST").arg(&record)).await,
+                    TTL_IN_MICROS => {
+                        let micros = (lease + retention).as_micros() as u64;
+                        self.side_command(redis::cmd("PEXPIRE").arg(&record).arg(micros)).await;
+                    }
+                    _ => {}
+                }
+            }
             answer
         }
 
         async fn complete(&self, scope: &str, key: &str, token: u64, response: Response) -> Result<(), SettleError> {
-            self.inner.complete(scope, key, token, response).await
+            if BUG == COMPLETED_BEFORE_STALE {
+                let mut side = self.side.clone();
+                let state: Option<String> =
+                    redis::cmd("HGET").arg(self.record_key(scope, key)).arg("state").query_async(&mut side).await.ok();
+                if state.as_deref() == Some("c") {
+                    return Err(SettleError::Lease(LeaseError::AlreadyCompleted));
+                }
+            }
+            let settled = self.inner.complete(scope, key, token, response).await;
+            if settled.is_ok() {
+                let record = self.record_key(scope, key);
+                let retention = self.config.records.retention();
+                match BUG {
+                    TTL_IN_MICROS => {
+                        self.side_command(redis::cmd("PEXPIRE").arg(&record).arg(retention.as_micros() as u64)).await
+                    }
+                    RETENTION_AS_MILLIS => {
+                        let seconds = retention.as_secs().max(1);
+                        self.side_command(redis::cmd("PEXPIRE").arg(&record).arg(seconds)).await;
+                    }
+                    _ => {}
+                }
+            }
+            settled
         }
 
         async fn abandon(&self, scope: &str, key: &str, token: u64) -> Result<(), SettleError> {

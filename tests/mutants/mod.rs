@@ -2,6 +2,7 @@
 //! wrong. `tests/self_check.rs` checks that the case each one names rejects it.
 
 pub mod idempotency;
+pub mod idempotency_attempts;
 pub mod rate_limit;
 pub mod rate_limit_attempts;
 pub mod rate_limit_redis;

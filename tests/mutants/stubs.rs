@@ -88,9 +88,6 @@ impl IdempotencyStore for Stub {
     fn abandon(&self, _: &str, _: &str, _: u64) -> Result<(), LeaseError> {
         todo!()
     }
-    fn tracked_records(&self) -> usize {
-        todo!()
-    }
 }
 
 impl RedisIdempotencyStore for Stub {
