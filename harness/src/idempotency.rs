@@ -1553,15 +1553,7 @@ fn redis_sequences(make: RedisFactory) -> CaseResult {
 fn namespace_ttls(rt: &tokio::runtime::Runtime, url: &str, namespace: &str) -> Result<Vec<(String, i64)>, CaseError> {
     let inspected: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
         let mut raw = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut raw).await?;
-        let mut ttls = Vec::new();
-        for key in keys {
-            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await?;
-            if ttl != -2 {
-                ttls.push((key, ttl));
-            }
-        }
-        Ok(ttls)
+        crate::redis_server::namespace_ttls(&mut raw, namespace).await
     });
     inspected.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))
 }

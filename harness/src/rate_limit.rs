@@ -1204,18 +1204,8 @@ fn namespace_ttls(
     raw: &mut redis::aio::MultiplexedConnection,
     namespace: &str,
 ) -> Result<Vec<(String, i64)>, String> {
-    rt.block_on(async {
-        let keys: Vec<String> =
-            redis::cmd("KEYS").arg(format!("*{{{namespace}}}*")).query_async(raw).await.map_err(|e| e.to_string())?;
-        let mut ttls = Vec::new();
-        for key in keys {
-            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(raw).await.map_err(|e| e.to_string())?;
-            if ttl != -2 {
-                ttls.push((key, ttl));
-            }
-        }
-        Ok(ttls)
-    })
+    let ttls = rt.block_on(crate::redis_server::namespace_ttls(raw, namespace)).map_err(|e| e.to_string())?;
+    Ok(ttls.into_iter().filter(|(key, _)| crate::redis_server::hash_tag(key) == Some(namespace)).collect())
 }
 
 /// Checks the lifetime of a namespace's keys after each op of a Redis replay, against

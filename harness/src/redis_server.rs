@@ -164,6 +164,23 @@ pub fn hash_tag(key: &str) -> Option<&str> {
     (close > open + 1).then(|| &key[open + 1..close])
 }
 
+/// Every key whose name contains `namespace`, with its `PTTL` in ms (-1: no expiry).
+/// A key that expires between the listing and its `PTTL` (-2) is left out: it is gone.
+pub async fn namespace_ttls(
+    raw: &mut redis::aio::MultiplexedConnection,
+    namespace: &str,
+) -> redis::RedisResult<Vec<(String, i64)>> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(raw).await?;
+    let mut ttls = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(raw).await?;
+        if ttl != -2 {
+            ttls.push((key, ttl));
+        }
+    }
+    Ok(ttls)
+}
+
 /// Checks what an implementation wrote under `namespace`: at least `min_keys` keys,
 /// every one tagged `{namespace}` (one Cluster slot), and at most
 /// `allowed_without_expiry` of them without a TTL.
@@ -176,13 +193,7 @@ pub fn check_namespace_keys(
 ) -> Result<(), CaseError> {
     let inspected: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
         let mut raw = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut raw).await?;
-        let mut ttls = Vec::new();
-        for key in keys {
-            let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await?;
-            ttls.push((key, ttl));
-        }
-        Ok(ttls)
+        namespace_ttls(&mut raw, namespace).await
     });
     let keys = inspected.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))?;
     if keys.len() < min_keys || keys.iter().any(|(k, _)| hash_tag(k) != Some(namespace)) {

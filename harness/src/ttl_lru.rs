@@ -638,33 +638,15 @@ fn concurrent_case(make: Factory, capacity: usize, loads: bool) -> CaseResult {
 /// that cleans up an expired entry in a second critical section (after finding it
 /// expired in a first) may remove a fresh value another thread stored in between.
 fn expiry_races(make: Factory) -> CaseResult {
-    set_forced_yields(true);
-    let config = Config { capacity: 2 };
     let setup =
         [Op::Insert { key: 0, value: 1, ttl: SECOND }, Op::Insert { key: 1, value: 2, ttl: LONG }, Op::Advance(SECOND)];
-    let pick = |rng: &mut SplitMix, thread: usize| {
-        let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
-        match rng.below(6) {
-            0 | 1 => Op::Get(0),
-            2 => Op::Insert { key: 0, value, ttl: LONG },
-            3 => Op::Remove(0),
-            4 => Op::Len,
-            _ => Op::Get(1),
-        }
-    };
-    let result = check_histories_after::<TtlLruSpec, _>(
-        &config,
-        &setup,
-        RACES,
-        pick,
-        || {
-            let clock = ManualClock::new();
-            Ok((build(make, config.capacity, &clock)?, clock))
-        },
-        |(cache, clock), op| apply(cache.as_ref(), clock, op),
-    );
-    set_forced_yields(false);
-    result
+    race_case(make, &setup, |rng, value| match rng.below(6) {
+        0 | 1 => Op::Get(0),
+        2 => Op::Insert { key: 0, value, ttl: LONG },
+        3 => Op::Remove(0),
+        4 => Op::Len,
+        _ => Op::Get(1),
+    })
 }
 
 /// Races on recency at capacity: every history starts from a full cache (k0 least
@@ -673,24 +655,29 @@ fn expiry_races(make: Factory) -> CaseResult {
 /// value in one critical section and moves it to the front in another lets an
 /// eviction pick the entry that the get has already returned as used.
 fn recency_races(make: Factory) -> CaseResult {
+    let setup = [Op::Insert { key: 0, value: 1, ttl: LONG }, Op::Insert { key: 1, value: 2, ttl: LONG }];
+    race_case(make, &setup, |rng, value| match rng.below(6) {
+        0 | 1 => Op::Get(0),
+        2 => Op::Get(1),
+        3 => Op::Insert { key: 2, value, ttl: LONG },
+        4 => Op::Get(2),
+        _ => Op::Len,
+    })
+}
+
+/// Many small concurrent histories at capacity 2, each from a cache that went through
+/// `setup` on one thread; `pick` draws an op given a value distinct per thread and draw.
+fn race_case(make: Factory, setup: &[Op], pick: impl Fn(&mut SplitMix, Value) -> Op) -> CaseResult {
     set_forced_yields(true);
     let config = Config { capacity: 2 };
-    let setup = [Op::Insert { key: 0, value: 1, ttl: LONG }, Op::Insert { key: 1, value: 2, ttl: LONG }];
-    let pick = |rng: &mut SplitMix, thread: usize| {
-        let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
-        match rng.below(6) {
-            0 | 1 => Op::Get(0),
-            2 => Op::Get(1),
-            3 => Op::Insert { key: 2, value, ttl: LONG },
-            4 => Op::Get(2),
-            _ => Op::Len,
-        }
-    };
     let result = check_histories_after::<TtlLruSpec, _>(
         &config,
-        &setup,
+        setup,
         RACES,
-        pick,
+        |rng, thread| {
+            let value = (thread as Value + 1) * 1000 + rng.below(1000) as Value;
+            pick(rng, value)
+        },
         || {
             let clock = ManualClock::new();
             Ok((build(make, config.capacity, &clock)?, clock))
