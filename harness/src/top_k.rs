@@ -1071,7 +1071,18 @@ struct MemoryRun<'a> {
     phase: &'static str,
 }
 
-impl MemoryRun<'_> {
+impl<'a> MemoryRun<'a> {
+    /// Starts the heap meter, then builds a tracker of `window` and k 3 under it. The
+    /// line buffer is allocated first (and used once), so it is not counted as held.
+    fn start(make: Factory, window: u64, label: &'a str) -> Result<Self, CaseError> {
+        let mut buf = String::with_capacity(256);
+        buf.push('x');
+        let meter = HeapMeter::start();
+        let tracker = guarded(|| make(config(window, 3)))
+            .map_err(|p| p.into_case_error(format!("TopK::new(window {window}, k 3)")))?;
+        Ok(MemoryRun { tracker, meter, buf, lines: 0, need_now: 0, peak: 0, label, phase: FORGET_WHAT_LEFT })
+    }
+
     fn feed(&mut self, write: impl FnOnce(&mut String)) -> Result<Result<Ingested, LineError>, CaseError> {
         self.buf.clear();
         write(&mut self.buf);
@@ -1126,12 +1137,7 @@ fn memory_follows_window(make: Factory) -> CaseResult {
     const PER_TICK: u64 = 20;
     const TICKS: u64 = 3_000;
     const FLOOD: u64 = 20_000;
-    let label = "TopK::new(window 25, k 3), 20 new users per timestamp";
-    let mut buf = String::with_capacity(256);
-    buf.push('x');
-    let meter = HeapMeter::start();
-    let tracker = guarded(|| make(config(WINDOW, 3))).map_err(|p| p.into_case_error("TopK::new(window 25, k 3)"))?;
-    let mut run = MemoryRun { tracker, meter, buf, lines: 0, need_now: 0, peak: 0, label, phase: FORGET_WHAT_LEFT };
+    let mut run = MemoryRun::start(make, WINDOW, "TopK::new(window 25, k 3), 20 new users per timestamp")?;
     // Bytes each timestamp's events need, for the ones in the window (a ring of WINDOW).
     let mut tick_need = [0usize; WINDOW as usize];
     for ts in 0..TICKS {
@@ -1199,12 +1205,7 @@ fn memory_follows_window(make: Factory) -> CaseResult {
 fn memory_of_sparse_buckets(make: Factory) -> CaseResult {
     const WINDOW: u64 = 1_000;
     const LINES: u64 = 6_000;
-    let label = "TopK::new(window 1000, k 3), one event per timestamp";
-    let mut buf = String::with_capacity(256);
-    buf.push('x');
-    let meter = HeapMeter::start();
-    let tracker = guarded(|| make(config(WINDOW, 3))).map_err(|p| p.into_case_error("TopK::new(window 1000, k 3)"))?;
-    let mut run = MemoryRun { tracker, meter, buf, lines: 0, need_now: 0, peak: 0, label, phase: FORGET_WHAT_LEFT };
+    let mut run = MemoryRun::start(make, WINDOW, "TopK::new(window 1000, k 3), one event per timestamp")?;
     let mut ring = [0usize; WINDOW as usize];
     for ts in 0..LINES {
         let slot = (ts % WINDOW) as usize;
