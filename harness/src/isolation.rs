@@ -219,12 +219,13 @@ impl Outcome {
         )
     }
 
-    /// The hint for this outcome: the one the failure carries for the behaviour that
-    /// differed, else the case's own.
+    /// The nudge for this outcome: the hint the failure carries for the behaviour that
+    /// differed, else the case's behaviour tier. Never a design: that is for `--hint`.
     pub fn hint<'a>(&'a self, case: &'a Case) -> &'a str {
+        let behaviour = case.hints.get(crate::suite::HintTier::Behaviour);
         match self {
-            Outcome::Failed { report } => split_hint(report).1.unwrap_or(case.hint),
-            _ => case.hint,
+            Outcome::Failed { report } => split_hint(report).1.unwrap_or(behaviour),
+            _ => behaviour,
         }
     }
 

@@ -99,7 +99,7 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>]) {
         }
         None => match graded.iter().find(|g| matches!(g.outcome, Outcome::NotImplemented { .. })) {
             Some(g) => {
-                let _ = writeln!(text, "\n  Next: {} is still a stub. {}\n", g.case.local_id(), g.case.hint);
+                let _ = writeln!(text, "\n  Next: {} is still a stub. {}\n", g.case.local_id(), g.case.hints.get(crate::suite::HintTier::Behaviour));
             }
             None if graded.iter().all(|g| g.outcome.passed()) => {
                 let _ = writeln!(text, "\n  All levels passed.\n");

@@ -66,6 +66,63 @@ pub fn split_hint(report: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// How far a hint goes: `cargo grade --hint` reveals the tiers of the first failing
+/// case one at a time, in this order, and remembers how far a learner went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HintTier {
+    /// What the contract says about the behaviour this case checks, in plain words.
+    Behaviour,
+    /// The idea behind it (a race window, an invariant, a boundary) without the design.
+    Concept,
+    /// How a solution is usually built: the only tier that names a design.
+    Approach,
+}
+
+impl HintTier {
+    pub const ALL: [HintTier; 3] = [HintTier::Behaviour, HintTier::Concept, HintTier::Approach];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HintTier::Behaviour => "behaviour",
+            HintTier::Concept => "concept",
+            HintTier::Approach => "approach",
+        }
+    }
+}
+
+/// A case's progressive hints, one per [`HintTier`]: behaviour, concept, approach.
+/// Only the approach may describe an algorithm or a design; the first two teach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hints([&'static str; 3]);
+
+impl Hints {
+    pub const fn new(behaviour: &'static str, concept: &'static str, approach: &'static str) -> Self {
+        Hints([behaviour, concept, approach])
+    }
+
+    pub fn get(&self, tier: HintTier) -> &'static str {
+        self.0[tier as usize]
+    }
+
+    /// The tiers revealed after `revealed` presses of `--hint` (at most all three).
+    pub fn revealed(&self, revealed: usize) -> impl Iterator<Item = (HintTier, &'static str)> + '_ {
+        HintTier::ALL.into_iter().take(revealed).map(|tier| (tier, self.get(tier)))
+    }
+}
+
+impl From<[&'static str; 3]> for Hints {
+    fn from([behaviour, concept, approach]: [&'static str; 3]) -> Self {
+        Hints::new(behaviour, concept, approach)
+    }
+}
+
+// TEMPORARY while the suites move to three tiers: a single hint is its behaviour tier.
+impl From<&'static str> for Hints {
+    fn from(behaviour: &'static str) -> Self {
+        Hints::new(behaviour, "", "")
+    }
+}
+
 /// A graded case. `run` is executed in an isolated child process by
 /// [`crate::isolation`], so it may assume a fresh process and may hang or crash.
 pub struct Case {
@@ -74,8 +131,9 @@ pub struct Case {
     pub exercise: &'static str,
     pub level: Level,
     pub name: &'static str,
-    /// Shown under the first failure of a report card.
-    pub hint: &'static str,
+    /// The nudge under a failure when it carries no behaviour hint of its own (the
+    /// behaviour tier), and what `cargo grade --hint` reveals step by step.
+    pub hints: Hints,
     /// Wall-clock limit for the whole case, child start-up included.
     pub deadline: Duration,
     /// Needs a Redis server (see `redis_server`): skipped, loudly, where none is found.
@@ -88,12 +146,13 @@ impl Case {
         exercise: &'static str,
         level: Level,
         name: &'static str,
-        hint: &'static str,
+        hints: impl Into<Hints>,
         deadline: Duration,
         run: impl Fn() -> CaseResult + Send + Sync + 'static,
     ) -> Self {
+        let hints = hints.into();
         let mut case =
-            Case { id: String::new(), exercise, level, name, hint, deadline, needs_redis: false, run: Box::new(run) };
+            Case { id: String::new(), exercise, level, name, hints, deadline, needs_redis: false, run: Box::new(run) };
         case.id = case.local_id();
         case
     }
