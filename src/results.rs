@@ -127,3 +127,108 @@ impl CaseOutcome {
         self == CaseOutcome::Passed
     }
 }
+
+/// Builds the document of a run from the graded cases, in their order. `hints_revealed`
+/// gives, for a case id, how many hint tiers the learner has revealed; `regressed` says
+/// whether a level (exercise, number) passed in an earlier run.
+pub fn build(
+    graded: &[harness::report::Graded<'_>],
+    target: Target,
+    started_at: String,
+    duration: std::time::Duration,
+    hints_revealed: impl Fn(&str) -> usize,
+    regressed: impl Fn(&str, u8) -> bool,
+) -> GradeResult {
+    use harness::isolation::Outcome;
+    let mut exercises: Vec<ExerciseResult> = Vec::new();
+    for g in graded {
+        let case = g.case;
+        if exercises.last().is_none_or(|e| e.exercise != case.exercise) {
+            exercises.push(ExerciseResult {
+                exercise: case.exercise.to_string(),
+                highest_level_passed: 0,
+                levels: Vec::new(),
+                cases: Vec::new(),
+            });
+        }
+        let exercise = exercises.last_mut().expect("just pushed");
+        let outcome = match g.outcome {
+            Outcome::Passed => CaseOutcome::Passed,
+            Outcome::NotImplemented { .. } => CaseOutcome::NotImplemented,
+            Outcome::Failed { .. } => CaseOutcome::Failed,
+            Outcome::Skipped { .. } => CaseOutcome::Skipped,
+            Outcome::TimedOut { .. } => CaseOutcome::TimedOut,
+            Outcome::OutOfMemory { .. } => CaseOutcome::OutOfMemory,
+            Outcome::Exited { .. } => CaseOutcome::Exited,
+            Outcome::Crashed { .. } => CaseOutcome::Crashed,
+        };
+        let id = case.local_id();
+        let revealed = hints_revealed(&id).min(3);
+        let fails = !matches!(outcome, CaseOutcome::Passed | CaseOutcome::NotImplemented | CaseOutcome::Skipped);
+        exercise.cases.push(CaseResult {
+            level: case.level.number,
+            name: case.name.to_string(),
+            outcome,
+            details: (!outcome.passed()).then(|| g.outcome.details()),
+            nudge: fails.then(|| g.outcome.hint(case).to_string()),
+            hint_level: revealed as u8,
+            hints: case.hints.revealed(revealed).map(|(_, hint)| hint.to_string()).collect(),
+            duration_ms: g.duration.as_millis().try_into().unwrap_or(u64::MAX),
+            id,
+        });
+        match exercise.levels.iter_mut().find(|l| l.level == case.level.number) {
+            Some(level) => level.total += 1,
+            None => exercise.levels.push(LevelResult {
+                level: case.level.number,
+                name: case.level.name.to_string(),
+                passed: 0,
+                total: 1,
+                status: LevelStatus::Passed,
+                regression: false,
+            }),
+        }
+    }
+    for exercise in &mut exercises {
+        exercise.levels.sort_by_key(|l| l.level);
+        for level in &mut exercise.levels {
+            let ours = exercise.cases.iter().filter(|c| c.level == level.level);
+            let failing: Vec<CaseOutcome> = ours.clone().map(|c| c.outcome).filter(|o| !o.passed()).collect();
+            level.passed = ours.filter(|c| c.outcome.passed()).count();
+            level.status = if failing.is_empty() {
+                LevelStatus::Passed
+            } else if failing.iter().all(|&o| o == CaseOutcome::NotImplemented) {
+                LevelStatus::NotImplemented
+            } else if failing.iter().all(|&o| o == CaseOutcome::Skipped) {
+                LevelStatus::Skipped
+            } else {
+                LevelStatus::Failed
+            };
+            level.regression = level.status != LevelStatus::Passed
+                && level.status != LevelStatus::Skipped
+                && regressed(&exercise.exercise, level.level);
+        }
+        // Levels 1..=N graded in this run and all passed.
+        let mut highest = 0;
+        for level in &exercise.levels {
+            if level.level == highest + 1 && level.status == LevelStatus::Passed {
+                highest = level.level;
+            } else {
+                break;
+            }
+        }
+        exercise.highest_level_passed = highest;
+    }
+    let passed = exercises.iter().flat_map(|e| &e.cases).filter(|c| c.outcome.passed()).count();
+    let total = exercises.iter().map(|e| e.cases.len()).sum();
+    GradeResult {
+        schema: SCHEMA.to_string(),
+        version: VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        target,
+        started_at,
+        duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
+        exercises,
+        passed,
+        total,
+    }
+}
