@@ -1,10 +1,6 @@
-//! Exercise: a thread-safe cache with per-entry TTL, LRU eviction and single-flight
-//! loading. Holds the contract ([`TtlLruCache`]), the model it is graded against and
-//! the graded suite ([`suite`]). Semantics: `shared/spec/ttl_lru.md`, restated on the
-//! trait below so that a learner needs nothing else.
+//! The graded suite: op generators, hand-written edges, real-thread histories, the
+//! single-flight scenarios, and [`suite`] with the exercise's levels.
 
-use std::fmt;
-use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
@@ -13,319 +9,17 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::clock::{ManualClock, SharedClock, Timestamp};
+use super::model::{Config, Op, Output, TtlLruSpec};
+use super::{ErasedCache, Factory, Key, Value};
+use crate::clock::ManualClock;
 use crate::linearizability::{
     check_histories, check_histories_after, contention_point, set_forced_yields, HistoryBudget, SplitMix,
 };
-pub use crate::linearizability::{Key, Payload};
-use crate::sequential::{exhaustive, random, replay, Budget, Spec};
+use crate::sequential::{exhaustive, random, replay, Budget};
 use crate::suite::{
     guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
 };
 use crate::watchdog::InFlight;
-
-/// The contract. Implement it for your `TtlLru<K, V>` in `exercises/src/ttl_lru.rs`.
-///
-/// * An entry inserted at time `t` with `ttl` d is **live** iff `now < t + d`. Only
-///   live entries are ever returned or counted; an expired entry behaves as absent.
-///   `t + d` saturates at [`Timestamp::MAX`], which no clock ever reads (clocks stop at
-///   [`Timestamp::LATEST`]): a `ttl` reaching past the clock's range, such as
-///   `Duration::MAX`, never expires, and computing it must never overflow.
-/// * `capacity` bounds the live entries. Inserting a new key when `capacity` live
-///   entries (other than that key) exist evicts the least recently used live entry.
-///   A live entry is never evicted while an expired one still holds a slot.
-/// * Recency: `insert`, a hit of `get` and a hit of `get_or_insert_with` make the key
-///   the most recently used. Nothing else does (a miss, `len`, `remove`).
-/// * `capacity == 0` stores nothing. `ttl == 0` makes `insert` act as `remove`.
-/// * Every method takes `&self` and the cache is `Send + Sync`: any history of
-///   concurrent calls must be explainable by some sequential order of those calls in
-///   which each call takes effect at one instant between its start and its return
-///   (linearizability).
-pub trait TtlLruCache<K, V>: Send + Sync + Sized
-where
-    K: Hash + Eq + Clone + Send + Sync,
-    V: Clone + Send + Sync,
-{
-    /// An empty cache holding at most `capacity` live entries, reading time from `clock`.
-    /// Any `capacity` is allowed, `usize::MAX` included: allocate as entries arrive,
-    /// not in proportion to `capacity`.
-    fn new(capacity: usize, clock: SharedClock) -> Self;
-
-    /// Stores `value` under `key` until `now + ttl`. On a live key: replaces the value,
-    /// resets the TTL, makes it most recent, evicts nothing, returns the old value.
-    /// Otherwise returns `None` (evicting the LRU live entry if the cache is full).
-    fn insert(&self, key: K, value: V, ttl: Duration) -> Option<V>;
-
-    /// The live value of `key`, making it the most recently used. Never extends the
-    /// TTL. An expired key returns `None` and its recency does not change.
-    fn get(&self, key: &K) -> Option<V>;
-
-    /// Removes `key`; returns its value if it was live.
-    fn remove(&self, key: &K) -> Option<V>;
-
-    /// The number of live entries.
-    fn len(&self) -> usize;
-
-    /// `true` iff `len() == 0`.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The live value of `key` (a hit, as `get`), or else calls `load` once, inserts its
-    /// value with `ttl` (as `insert`) and returns it.
-    ///
-    /// The loaded value is stored as `insert` would store it at the moment it lands: its
-    /// TTL counts from then, not from the call's start (a load may take a while, and
-    /// the clock moves meanwhile).
-    ///
-    /// Single flight: concurrent callers on the same missing key run **one** `load`; the
-    /// others wait for it, and once it lands each starts over as a new call would: a hit
-    /// on the loaded value if it was stored and is still live (the usual case), or else
-    /// (ttl 0, capacity 0, already expired) a `load` of its own. A waiter never returns
-    /// a value the cache did not hold at some instant of its call. Calls on other keys
-    /// proceed while `load` runs (no lock held across it); calls that change the same
-    /// key (`insert`, `remove`) take effect after the load completes. If `load` panics,
-    /// only its caller sees the panic and a caller still waiting loads again. `load` may
-    /// call into the cache for other keys, never for its own.
-    fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, ttl: Duration, load: F) -> V;
-}
-
-/// The value type of the graded suite.
-pub type Value = u32;
-
-/// The cache under test, behind a trait object so the suite is compiled once, not
-/// once per implementation graded.
-#[allow(clippy::len_without_is_empty)] // mirrors the contract's calls, nothing more
-pub trait ErasedCache: Send + Sync {
-    fn insert(&self, key: Key, value: Value, ttl: Duration) -> Option<Value>;
-    fn get(&self, key: &Key) -> Option<Value>;
-    fn remove(&self, key: &Key) -> Option<Value>;
-    fn len(&self) -> usize;
-    fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value;
-}
-
-/// Attempts store [`Payload`]s (whose clone is a forced-yield point); the suite speaks
-/// in plain numbers.
-impl<C: TtlLruCache<Key, Payload>> ErasedCache for C {
-    fn insert(&self, key: Key, value: Value, ttl: Duration) -> Option<Value> {
-        TtlLruCache::insert(self, key, Payload(value), ttl).map(|v| v.0)
-    }
-    fn get(&self, key: &Key) -> Option<Value> {
-        TtlLruCache::get(self, key).map(|v| v.0)
-    }
-    fn remove(&self, key: &Key) -> Option<Value> {
-        TtlLruCache::remove(self, key).map(|v| v.0)
-    }
-    fn len(&self) -> usize {
-        TtlLruCache::len(self)
-    }
-    fn get_or_insert_with(&self, key: Key, ttl: Duration, load: &mut dyn FnMut() -> Value) -> Value {
-        TtlLruCache::get_or_insert_with(self, key, ttl, || Payload(load())).0
-    }
-}
-
-/// Builds the cache under test.
-pub type Factory = fn(usize, SharedClock) -> Arc<dyn ErasedCache>;
-
-/// The factory for implementation `C`.
-pub fn factory<C: TtlLruCache<Key, Payload> + 'static>() -> Factory {
-    |capacity, clock| Arc::new(C::new(capacity, clock))
-}
-
-// ---------------------------------------------------------------------------------
-// The model
-// ---------------------------------------------------------------------------------
-
-/// How a graded cache is built.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Config {
-    pub capacity: usize,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cache = TtlLru::new(capacity {}), clock at t=0", self.capacity)
-    }
-}
-
-/// One call, or one step of the test's clock.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Op {
-    Insert {
-        key: u8,
-        value: Value,
-        ttl: Duration,
-    },
-    Get(u8),
-    Remove(u8),
-    Len,
-    /// The test moves its `ManualClock` forward.
-    Advance(Duration),
-    /// `load` returns `value` (and records that it was called).
-    GetOrInsertWith {
-        key: u8,
-        ttl: Duration,
-        value: Value,
-    },
-}
-
-impl fmt::Debug for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Op::Insert { key, value, ttl } => write!(f, "insert(k{key}, {value}, ttl {})", ShowTtl(*ttl)),
-            Op::Get(key) => write!(f, "get(k{key})"),
-            Op::Remove(key) => write!(f, "remove(k{key})"),
-            Op::Len => write!(f, "len()"),
-            Op::Advance(d) => write!(f, "clock.advance({d:?})"),
-            Op::GetOrInsertWith { key, ttl, value } => {
-                write!(f, "get_or_insert_with(k{key}, ttl {}, || {value})", ShowTtl(*ttl))
-            }
-        }
-    }
-}
-
-/// A TTL as a counterexample shows it (`MAX` for `Duration::MAX`); written in place,
-/// since ops are rendered before every replay.
-struct ShowTtl(Duration);
-
-impl fmt::Display for ShowTtl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 == Duration::MAX {
-            f.write_str("MAX")
-        } else {
-            write!(f, "{:?}", self.0)
-        }
-    }
-}
-
-/// What a call returned.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Value(Option<Value>),
-    Len(usize),
-    Loaded { value: Value, called_load: bool },
-    Nothing,
-}
-
-impl fmt::Debug for Output {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Output::Value(v) => write!(f, "{v:?}"),
-            Output::Len(n) => write!(f, "{n}"),
-            Output::Loaded { value, called_load: true } => write!(f, "{value} (load called)"),
-            Output::Loaded { value, called_load: false } => write!(f, "{value} (load not called)"),
-            Output::Nothing => write!(f, "()"),
-        }
-    }
-}
-
-/// The model: live entries only, least recently used first.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-struct Model {
-    capacity: usize,
-    now: Timestamp,
-    /// (key, value, expires at), LRU first.
-    entries: Vec<(u8, Value, Timestamp)>,
-}
-
-impl Model {
-    fn take(&mut self, key: u8) -> Option<(u8, Value, Timestamp)> {
-        let at = self.entries.iter().position(|e| e.0 == key)?;
-        Some(self.entries.remove(at))
-    }
-
-    fn insert(&mut self, key: u8, value: Value, ttl: Duration) -> Option<Value> {
-        let old = self.take(key).map(|e| e.1);
-        let expires = self.now + ttl;
-        if expires > self.now && self.capacity > 0 {
-            if old.is_none() && self.entries.len() == self.capacity {
-                self.entries.remove(0);
-            }
-            self.entries.push((key, value, expires));
-        }
-        old
-    }
-}
-
-/// The TTL+LRU specification.
-struct TtlLruSpec;
-
-impl Spec for TtlLruSpec {
-    type Config = Config;
-    type Op = Op;
-    type Output = Output;
-    type Model = Model;
-
-    fn model(config: &Config) -> Model {
-        Model { capacity: config.capacity, now: Timestamp::ZERO, entries: Vec::new() }
-    }
-
-    fn hint(op: &Op, expected: &Output, actual: &Output) -> Option<&'static str> {
-        Some(match (op, expected, actual) {
-            (Op::Len, ..) => {
-                "len() counts live entries only: an expired entry is not counted, even before anything sweeps it, \
-                 and a replaced key counts once."
-            }
-            (Op::Get(_) | Op::Remove(_), Output::Value(None), Output::Value(Some(_))) => {
-                "This key must be gone here: it expired (live iff now < inserted_at + ttl; the boundary instant is \
-                 expired, and get never extends a TTL), was evicted as the least recently used, was removed, or was \
-                 inserted with ttl 0 (which acts as remove)."
-            }
-            (Op::Get(_) | Op::Remove(_), Output::Value(Some(_)), Output::Value(None)) => {
-                "A live entry went missing: a key is evicted only when a new key arrives while `capacity` live entries \
-                 exist, and then the least recently used one goes (insert and get hits are uses); expired entries give \
-                 up their slots first, and replacing a key evicts nothing."
-            }
-            (Op::Get(_) | Op::Remove(_), ..) => {
-                "The value is not the one last stored under this key: insert replaces the value (and resets the TTL)."
-            }
-            (Op::Insert { .. }, ..) => {
-                "insert returns the previous value only if it was still live (None after expiry, eviction or removal)."
-            }
-            (
-                Op::GetOrInsertWith { .. },
-                Output::Loaded { called_load: e, .. },
-                Output::Loaded { called_load: a, .. },
-            ) if e != a => {
-                "A live key is a hit (load is not called, and the hit counts as a use); a missing or expired key \
-                 calls load exactly once and stores its value as insert would."
-            }
-            (Op::GetOrInsertWith { .. }, ..) => {
-                "get_or_insert_with returns the live value on a hit, else the value its load returned."
-            }
-            (Op::Advance(_), ..) => return None,
-        })
-    }
-
-    fn step(model: &mut Model, op: &Op) -> Output {
-        // Expired entries are unobservable: dropping them keeps the state canonical.
-        let now = model.now;
-        model.entries.retain(|e| e.2 > now);
-        match *op {
-            Op::Insert { key, value, ttl } => Output::Value(model.insert(key, value, ttl)),
-            Op::Get(key) => Output::Value(model.take(key).map(|e| {
-                model.entries.push(e);
-                e.1
-            })),
-            Op::Remove(key) => Output::Value(model.take(key).map(|e| e.1)),
-            Op::Len => Output::Len(model.entries.len()),
-            Op::Advance(d) => {
-                model.now = model.now.advanced(d);
-                Output::Nothing
-            }
-            Op::GetOrInsertWith { key, ttl, value } => match model.take(key) {
-                Some(hit) => {
-                    model.entries.push(hit);
-                    Output::Loaded { value: hit.1, called_load: false }
-                }
-                None => {
-                    model.insert(key, value, ttl);
-                    Output::Loaded { value, called_load: true }
-                }
-            },
-        }
-    }
-}
 
 /// Applies one op to the cache under test (and the test's clock).
 fn apply(cache: &dyn ErasedCache, clock: &ManualClock, op: &Op) -> Output {
@@ -372,8 +66,8 @@ fn replay_on(make: Factory, config: &Config, ops: &[Op]) -> CaseResult {
 // ---------------------------------------------------------------------------------
 
 /// "Forever", as far as a test is concerned, without hitting saturation.
-const LONG: Duration = Duration::from_secs(3600);
-const SECOND: Duration = Duration::from_secs(1);
+pub(super) const LONG: Duration = Duration::from_secs(3600);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
 
 /// Gives every insert/load a distinct value (100 + its step), so a stale or swapped
 /// value can never pass for the right one.
@@ -1022,48 +716,6 @@ pub fn suite(make: Factory) -> Vec<Case> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(ops: &[Op], capacity: usize) -> Vec<Output> {
-        let mut model = TtlLruSpec::model(&Config { capacity });
-        ops.iter().map(|op| TtlLruSpec::step(&mut model, op)).collect()
-    }
-
-    #[test]
-    fn model_evicts_least_recently_used_live_entry() {
-        let ins = |key| Op::Insert { key, value: key as Value, ttl: LONG };
-        let out = run(&[ins(0), ins(1), Op::Get(0), ins(2), Op::Get(1), Op::Get(0), Op::Len], 2);
-        assert_eq!(out[4], Output::Value(None), "k1 was least recently used");
-        assert_eq!(out[5], Output::Value(Some(0)));
-        assert_eq!(out[6], Output::Len(2));
-    }
-
-    #[test]
-    fn model_expiry_is_exclusive_and_ttl_zero_removes() {
-        let out = run(
-            &[
-                Op::Insert { key: 0, value: 1, ttl: SECOND },
-                Op::Insert { key: 1, value: 2, ttl: Duration::ZERO },
-                Op::Len,
-                Op::Advance(SECOND),
-                Op::Get(0),
-            ],
-            2,
-        );
-        assert_eq!(
-            out,
-            vec![Output::Value(None), Output::Value(None), Output::Len(1), Output::Nothing, Output::Value(None)]
-        );
-    }
-
-    #[test]
-    fn model_load_hits_do_not_call_load() {
-        let load = |value| Op::GetOrInsertWith { key: 0, ttl: LONG, value };
-        let out = run(&[load(1), load(2)], 1);
-        assert_eq!(out[0], Output::Loaded { value: 1, called_load: true });
-        assert_eq!(out[1], Output::Loaded { value: 1, called_load: false });
-        let out = run(&[load(1), load(2)], 0);
-        assert_eq!(out[1], Output::Loaded { value: 2, called_load: true }, "capacity 0 loads every time");
-    }
 
     #[test]
     fn enumeration_skips_renamed_keys() {
