@@ -135,8 +135,8 @@ impl Spec for TtlLruSpec {
     fn hint(op: &Op, expected: &Output, actual: &Output) -> Option<&'static str> {
         Some(match (op, expected, actual) {
             (Op::Len, ..) => {
-                "len() counts live entries only: an expired entry is not counted, even before anything sweeps it, \
-                 and a replaced key counts once."
+                "len() counts live entries only: an entry stops counting at the instant it expires, whether or not \
+                 anything has touched it since, and a key whose value was replaced counts once."
             }
             (Op::Get(_) | Op::Remove(_), Output::Value(None), Output::Value(Some(_))) => {
                 "This key must be gone here: it expired (live iff now < inserted_at + ttl; the boundary instant is \
@@ -244,5 +244,31 @@ mod tests {
         assert_eq!(out[1], Output::Loaded { value: 1, called_load: false });
         let out = run(&[load(1), load(2)], 0);
         assert_eq!(out[1], Output::Loaded { value: 2, called_load: true }, "capacity 0 loads every time");
+    }
+
+    /// The worked example of `exercises/statements/ttl_lru.md`, step by step (a, b, c
+    /// are k0, k1, k2): the statement and the model agree.
+    #[test]
+    fn model_agrees_with_the_statements_worked_example() {
+        let ten = Duration::from_secs(10);
+        let ins = |key, value| Op::Insert { key, value, ttl: ten };
+        let load = |value| Op::GetOrInsertWith { key: 0, ttl: Duration::from_secs(5), value };
+        let ops = [ins(0, 1), ins(1, 2), Op::Get(0), ins(2, 3), Op::Get(1), ins(2, 4), Op::Advance(ten), Op::Len];
+        let ops = [&ops[..], &[Op::Get(0), load(7), load(8)]].concat();
+        let (value, none) = (|v| Output::Value(Some(v)), Output::Value(None));
+        let expected = vec![
+            none,
+            none,
+            value(1),
+            none,
+            none,
+            value(3),
+            Output::Nothing,
+            Output::Len(0),
+            none,
+            Output::Loaded { value: 7, called_load: true },
+            Output::Loaded { value: 7, called_load: false },
+        ];
+        assert_eq!(run(&ops, 2), expected);
     }
 }

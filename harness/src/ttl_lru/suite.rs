@@ -532,7 +532,7 @@ fn other_keys_proceed(make: Factory) -> CaseResult {
         Err(_) => {
             return Err(CaseError::failed(
                 "while get_or_insert_with(k0, ..) was running its load, calls on k1 and k2 did not complete within 5s:\n\
-                 a lock is held across the load, blocking every other key",
+                 calls on other keys must not wait for a load",
             ))
         }
     }
@@ -603,7 +603,7 @@ fn panicking_loader(make: Factory) -> CaseResult {
         // Still blocked: never join it (that would hang the case too).
         Err(mpsc::RecvTimeoutError::Timeout) => {
             return Err(CaseError::failed(format!(
-                "{context}: still waiting 10s after the load panicked. The in-flight marker must be cleared during unwinding too."
+                "{context}: still waiting 10s after the load panicked. A panicking load must leave the key to the next caller."
             )));
         }
     };
@@ -634,82 +634,179 @@ pub const L4: Level = Level { number: 4, name: "single_flight" };
 
 /// Every graded case of the exercise, in level order, for the implementation `make` builds.
 pub fn suite(make: Factory) -> Vec<Case> {
-    let case = |level, name, hint, deadline, run: fn(Factory) -> CaseResult| {
-        Case::new(EXERCISE, level, name, hint, deadline, move || run(make))
+    let case = |level, name, hints: [&'static str; 3], deadline, run: fn(Factory) -> CaseResult| {
+        Case::new(EXERCISE, level, name, hints, deadline, move || run(make))
     };
     vec![
-        case(L1, "short_sequences",
-            "Every sequence of up to 5 inserts/gets/removes/lens over 3 keys, capacities 1-3, no expiry. \
-             The least recently *used* entry goes first: get and insert both count as a use; replacing a key evicts nothing.",
-            QUICK, |make| exhaustive_case(make, &[1, 2, 3], LRU_ONLY, 5)),
-        case(L1, "random_sequences",
-            "Longer random sequences (up to 48 ops, 6 keys, capacities 1-5). Check that recency is updated on every hit and that len() matches the entries kept.",
-            QUICK, |make| random_case(make, 1..=5, RANDOM_LRU)),
-        case(L1, "huge_capacity",
-            "capacity is any usize, usize::MAX included (as good as unbounded): allocate as entries arrive, never in proportion to capacity.",
-            QUICK, |make| exhaustive_case(make, &[usize::MAX], LRU_ONLY, 3)),
-        case(L1, "capacity_zero",
-            "A cache of capacity 0 stores nothing: every get misses, len() is 0, insert returns None.",
-            QUICK, |make| exhaustive_case(make, &[0], LRU_ONLY, 4)),
-        case(L2, "short_sequences",
-            "Every short sequence with TTLs of 1-2s and clock steps of 1s. An entry is live iff now < inserted_at + ttl; \
-             get refreshes recency but never the TTL; expired entries are invisible to get and len and are dropped before any live entry is evicted.",
-            QUICK, |make| exhaustive_case(make, &[1, 2], WITH_TTL, 5)),
-        case(L2, "random_sequences",
-            "Longer random sequences mixing TTLs and clock steps from 1ns to Duration::MAX, and huge capacities. Compare expiry with `now < inserted_at + ttl` exactly, \
-             in nanoseconds (the boundary instant is expired), and allocate as entries arrive, not for the capacity.",
-            QUICK, |make| random_case(make, 1..=5, RANDOM_TTL)),
-        case(L2, "long_sequences",
-            "Sequences of up to 400 ops on 1-3 keys: hundreds of TTL resets and expiries, so any housekeeping you do now and then \
-             (sweeping expired entries, rebuilding an expiry index) runs several times; the state it leaves must still match.",
-            QUICK, long_case),
-        case(L2, "edges",
-            "Edge cases: ttl 0 acts as remove (evicting nothing), the expiry boundary, Duration::MAX (saturate, never overflow), an expired slot reused before a live one is evicted.",
-            QUICK, |make| edge_scenarios().iter().try_for_each(|(config, ops)| replay_on(make, config, ops))),
-        case(L3, "linearizable",
-            "Real threads call the cache at once; each history must match some sequential order of the calls. \
-             Guard the whole read-modify-write of each call with one critical section (a lock around the map and the recency list together).",
-            THREADED, |make| concurrent_case(make, 2, false)),
-        case(L3, "linearizable_full",
-            "As `linearizable`, at capacity 1 where every insert evicts: eviction, recency update and len must all happen inside the same critical section.",
-            THREADED, |make| concurrent_case(make, 1, false)),
-        case(L3, "recency_races",
-            "Threads read entries while others insert into a full cache. A get that returns a value must also make it the most \
-             recently used in the same critical section: if another thread's insert runs in between, it evicts the entry as if \
-             it had not been used.",
-            THREADED, recency_races),
-        case(L3, "expiry_races",
-            "Threads race on a key that has just expired. Decide that an entry is expired and drop it in the same critical section \
-             that found it: after unlocking, another thread may already have stored a fresh value under that key.",
-            THREADED, expiry_races),
-        case(L4, "short_sequences",
-            "get_or_insert_with, sequentially: a live key returns its value without calling load (and counts as a use); a missing or expired key calls load once and inserts its value.",
-            QUICK, |make| exhaustive_case(make, &[0, 1, 2], WITH_LOADS, 5)),
-        case(L4, "random_sequences",
-            "Longer random sequences mixing loads with inserts, TTLs and clock steps: a load stores its value exactly as insert would (same eviction, same TTL).",
-            QUICK, |make| random_case(make, 1..=5, RANDOM_LOADS)),
-        case(L4, "ttl_from_landing",
-            "A loaded value is stored as insert would store it when the load returns: read the clock after the load, \
-             so its TTL counts from the landing, not from the call's start.",
-            QUICK, ttl_from_landing),
-        case(L4, "recency_from_landing",
-            "A loaded value becomes the most recently used when it lands (as insert would make it then), \
-             not when the call started: calls made while the load ran are older.",
-            QUICK, recency_from_landing),
-        case(L4, "loads_once",
-            "Concurrent callers on one missing key must share one load: record an in-flight marker for the key, and make later callers wait for it instead of loading.",
-            THREADED, loads_once),
-        case(L4, "other_keys_proceed",
-            "Never hold the cache's lock while load runs: mark the key as loading, unlock, run load, then lock again to store the value.",
-            THREADED, other_keys_proceed),
-        case(L4, "panicking_loader",
-            "If load panics, clear the in-flight marker (a drop guard does it even during unwinding) and wake the waiters so one of them loads again; \
-             a std Mutex poisoned by the panic must not break later calls.",
-            THREADED, panicking_loader),
-        case(L4, "linearizable",
-            "Concurrent histories with loads: a caller whose load ran must have seen the key missing at the instant its value was stored, \
-             so an insert or remove of a key that is loading waits for the load.",
-            THREADED, |make| concurrent_case(make, 2, true)),
+        case(L1, "short_sequences", [
+            "With nothing expiring, a full cache that receives a new key drops the least recently used entry: insert and a \
+             get hit both count as a use, and replacing a key's value evicts nothing. Every sequence of up to 5 calls over \
+             3 keys and capacities 1-3 is tried, shortest first.",
+            "Recency is an order over the stored keys that every use rewrites: the victim is the key left untouched the \
+             longest, not the one inserted first (that would be FIFO). Replacing a value is a use of a key already \
+             counted, so the number of entries does not change.",
+            "A HashMap from key to entry plus an order of keys by last use: a doubly linked list (indices into a Vec of \
+             nodes) or an ordered map keyed by a use counter lets you move a key to the most recent end and take the \
+             least recent one cheaply.",
+        ], QUICK, |make| exhaustive_case(make, &[1, 2, 3], LRU_ONLY, 5)),
+        case(L1, "random_sequences", [
+            "Longer random sequences (up to 48 calls, 6 keys, capacities 1-5): every hit makes its key the most recently \
+             used, and len() is the number of entries held.",
+            "Invariant: the entries held and the recency order name the same keys, each exactly once. A call that breaks \
+             it often answers correctly itself; the damage shows several calls later.",
+            "Update the map and the recency order together in every path (insert, replace, get hit, remove, eviction) and \
+             take len() from the map; a debug assertion that both have the same size finds the call that broke them.",
+        ], QUICK, |make| random_case(make, 1..=5, RANDOM_LRU)),
+        case(L1, "huge_capacity", [
+            "Any capacity is valid, usize::MAX included: such a cache behaves as an unbounded one.",
+            "Capacity is a limit, not a size: memory should follow what is stored, and arithmetic on the capacity \
+             (capacity + 1, a multiple of it) can overflow.",
+            "Create the map and the recency order empty (no with_capacity(capacity)), let them grow as entries arrive, \
+             and only ever compare the entry count with capacity.",
+        ], QUICK, |make| exhaustive_case(make, &[usize::MAX], LRU_ONLY, 3)),
+        case(L1, "capacity_zero", [
+            "A cache of capacity 0 stores nothing: insert returns None, every get misses, len() is 0.",
+            "The boundary of eviction: with no slot at all, the new entry itself is over the limit, so code that makes \
+             room first and stores after still keeps one entry.",
+            "Treat capacity 0 up front wherever a value is stored (insert, and a loaded value later): store nothing.",
+        ], QUICK, |make| exhaustive_case(make, &[0], LRU_ONLY, 4)),
+        case(L2, "short_sequences", [
+            "An entry inserted at t with ttl d is live while now < t + d and absent from then on: get misses it and len() \
+             does not count it. A get hit refreshes recency, never the TTL. Every short sequence with TTLs of 1-2s and \
+             clock steps of 1s is tried.",
+            "Expiry depends on the clock, not on any call: an entry turns absent between two calls with nothing touching \
+             it, so every answer is for the current instant. Recency (last use) and lifetime (insert + ttl) are two \
+             independent orders.",
+            "Keep each entry's expiry instant (inserted_at + ttl, saturating) beside its value; on every call read the \
+             clock once and treat entries whose expiry is <= now as absent, dropping them when found.",
+        ], QUICK, |make| exhaustive_case(make, &[1, 2], WITH_TTL, 5)),
+        case(L2, "random_sequences", [
+            "Longer random sequences with TTLs and clock steps from 1ns to Duration::MAX, and now and then a huge \
+             capacity: expiry is exact to the nanosecond, and at exactly inserted_at + ttl the entry is already gone.",
+            "Two ways to be off at the boundary: comparing with <= where < is meant, and losing precision by rounding to \
+             milliseconds or seconds. Both only show with odd durations. Adding Duration::MAX to any instant overflows \
+             unless the sum saturates.",
+            "Compare Timestamps (nanoseconds) as `now < expires_at`, compute expires_at with Timestamp::advanced (it \
+             saturates), and never convert a Duration to a coarser unit.",
+        ], QUICK, |make| random_case(make, 1..=5, RANDOM_TTL)),
+        case(L2, "long_sequences", [
+            "Sequences of up to 400 calls on 1-3 keys, with hundreds of TTL resets and expiries: the answers stay right \
+             however long the history runs.",
+            "Housekeeping that runs now and then (a sweep of expired entries, the rebuild of an index) works on a second \
+             description of the state; after it runs, that description must still agree with the entries, keys \
+             inserted again with a new TTL included.",
+            "If you keep an expiry index (a min-heap or BTreeMap of (expires_at, key)), check each item against the \
+             entry's current expiry before acting on it: a key inserted again leaves a stale item behind.",
+        ], QUICK, long_case),
+        case(L2, "edges", [
+            "Edge cases: insert with ttl 0 acts as remove and evicts nothing; an entry is gone at exactly inserted_at + \
+             ttl; a ttl of Duration::MAX never expires and never overflows; an expired entry's slot is reused before any \
+             live entry is evicted.",
+            "Eviction chooses among live entries only: an expired entry is already absent, cleaned up or not, so its slot \
+             is free. ttl 0 describes an entry that is expired the instant it is stored.",
+            "Before evicting for a new key, drop what has expired (the earliest expiry from an index, or a scan), and \
+             evict the least recently used only if the cache is still full; in insert, handle ttl 0 as a remove that \
+             returns the old live value.",
+        ], QUICK, |make| edge_scenarios().iter().try_for_each(|(config, ops)| replay_on(make, config, ops))),
+        case(L3, "linearizable", [
+            "Real threads call the cache at once while the test clock moves; every history must be explained by some \
+             order of the calls in which each takes effect at one instant between its start and its return.",
+            "Each call reads and writes several pieces of state (the entry, the recency order, the count, the time): if \
+             another call can run between two of those steps, the result belongs to no single instant.",
+            "One Mutex around the whole state (map, recency order, expiry index), taken once per call, with the clock read \
+             while holding it; no call releases it and takes it again midway.",
+        ], THREADED, |make| concurrent_case(make, 2, false)),
+        case(L3, "linearizable_full", [
+            "As `linearizable`, at capacity 1: every insert of a new key evicts the one held while other threads read \
+             and count.",
+            "Storing a new entry, evicting the old one and updating the count are one change of state: a thread that \
+             sees the cache between them sees two entries at capacity 1, or none.",
+            "Evict inside the critical section of the insert that causes it, and answer len() from the state under the \
+             same lock rather than from a counter updated outside it.",
+        ], THREADED, |make| concurrent_case(make, 1, false)),
+        case(L3, "recency_races", [
+            "Threads read entries of a full cache while others insert a new key: a get that returned a value has used \
+             that key, so an insert ordered after it evicts the other one.",
+            "A read that returns a value and the recency update it causes are one event: a writer running between the two \
+             evicts the entry as if it had not been read, yet the read already returned it.",
+            "get is a writer: take the lock exclusively, find the entry and move it to the most recent end under the same \
+             guard. A read lock, or a lookup in one critical section and the move in another, lets an eviction slip in.",
+        ], THREADED, recency_races),
+        case(L3, "expiry_races", [
+            "Threads race on a key that has just expired: get, insert, remove and len each act on the state at one \
+             instant, and a value one thread stores is never lost to another thread's cleanup.",
+            "Check-then-act: \"this entry is expired\" holds only while nobody else can change the key; acted on later, \
+             it may destroy a value stored in between.",
+            "Decide that an entry is expired and drop it in the critical section that found it; if cleanup is deferred, \
+             check again under the lock that it is still the same entry (same expiry, or a generation number) before \
+             removing it.",
+        ], THREADED, expiry_races),
+        case(L4, "short_sequences", [
+            "get_or_insert_with on one thread: a live key is a hit (its value, load not called, a use); a missing or \
+             expired key calls load once and stores its value as insert would.",
+            "A hit is exactly a get hit, and a miss exactly a load followed by an insert: the same rules for eviction, \
+             TTL and recency, no new ones.",
+            "Build it from your get and insert paths: look up; on a hit return the value; on a miss run load (with no \
+             lock held), then store the value through the insert path.",
+        ], QUICK, |make| exhaustive_case(make, &[0, 1, 2], WITH_LOADS, 5)),
+        case(L4, "random_sequences", [
+            "Longer random sequences mixing loads with inserts, TTLs and clock steps: a loaded value is stored exactly as \
+             insert would store it (same eviction, same TTL).",
+            "Two paths that store values (insert, and the end of a load) must follow one rule; when each decides eviction \
+             and expiry on its own, they drift apart.",
+            "Store a loaded value through the same internal function insert uses, under the lock, so that one place \
+             evicts and sets the expiry.",
+        ], QUICK, |make| random_case(make, 1..=5, RANDOM_LOADS)),
+        case(L4, "ttl_from_landing", [
+            "A loaded value is stored as insert would store it when load returns: its TTL counts from that instant, not \
+             from the call's start.",
+            "A load takes time and the clock moves meanwhile: an instant read before the load is stale when the value \
+             lands.",
+            "Read the clock after load returns, in the critical section that stores the value, and compute the expiry \
+             from that reading.",
+        ], QUICK, ttl_from_landing),
+        case(L4, "recency_from_landing", [
+            "A loaded value becomes the most recently used when it is stored, as insert would make it then: calls made \
+             while the load ran (by the load itself too, on other keys) are older.",
+            "Recency is the order of stores and uses, and a loaded value is stored when it lands; a place reserved at the \
+             call's start puts it behind uses that came later.",
+            "Keep the loading key out of the recency order while load runs (its in-flight marker lives elsewhere); add the \
+             value at the most recent end only after load returns.",
+        ], QUICK, recency_from_landing),
+        case(L4, "loads_once", [
+            "Concurrent callers on one missing key run one load between them; the others wait for it and return the \
+             value it loaded.",
+            "Two callers both finding the key missing is a check-then-act race: the later one must learn, in the same \
+             critical section in which it finds the key missing, that a load is already under way.",
+            "An in-flight marker per key (a map from key to a shared slot with a Condvar): the first caller inserts it and \
+             loads; later callers find it and wait on it instead of loading.",
+        ], THREADED, loads_once),
+        case(L4, "other_keys_proceed", [
+            "While one key's load runs, calls on other keys (insert, get, remove, get_or_insert_with) complete without \
+             waiting for it.",
+            "A load may take arbitrarily long: a critical section around it makes every other call as slow as the \
+             slowest load, and a load that calls the cache would wait on itself.",
+            "Never hold the cache's lock while load runs: mark the key as loading, unlock, run load, then lock again to \
+             store the value and clear the marker.",
+        ], THREADED, other_keys_proceed),
+        case(L4, "panicking_loader", [
+            "If load panics, only its caller sees the panic: a caller waiting on the same key loads again itself, and the \
+             cache keeps answering every later call.",
+            "A panic unwinds past the code that was meant to finish the load: whatever announced \"a load is under way\" \
+             must be withdrawn on that path too, and the waiters told.",
+            "Clear the in-flight marker in a drop guard (it runs during unwinding too) and notify the waiters, who start \
+             over; take std locks with lock().unwrap_or_else(PoisonError::into_inner) so a poisoned Mutex does not break \
+             later calls.",
+        ], THREADED, panicking_loader),
+        case(L4, "linearizable", [
+            "Concurrent histories with loads, inserts, removes and clock steps: a caller whose load ran saw the key \
+             missing at the instant its value was stored, and an insert or remove of a key being loaded takes effect \
+             after the load lands.",
+            "The loaded value is stored at one instant at which the key must be missing: a write on the same key during \
+             the load would make that impossible, so such writes are ordered after it.",
+            "insert and remove on a key with an in-flight marker wait until the marker clears (on the waiters' Condvar), \
+             then proceed; a waiter woken after the load starts over as a new call.",
+        ], THREADED, |make| concurrent_case(make, 2, true)),
     ]
 }
 
@@ -733,5 +830,18 @@ mod tests {
         ]);
         assert_eq!(ops[0], Op::Insert { key: 0, value: 100, ttl: LONG });
         assert_eq!(ops[2], Op::GetOrInsertWith { key: 0, ttl: LONG, value: 102 });
+    }
+
+    /// The statement lists every level under its suite name, and its follow-ups are the
+    /// last section (where the grader looks for them).
+    #[test]
+    fn statement_names_every_level() {
+        let statement = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../exercises/statements/ttl_lru.md"));
+        for level in [L1, L2, L3, L4] {
+            let line = format!("- **L{} {}**", level.number, level.name);
+            assert!(statement.contains(&line), "the statement lacks the level line {line:?}");
+        }
+        let last = statement.lines().rfind(|l| l.starts_with("## "));
+        assert_eq!(last, Some("## What interviewers probe next"));
     }
 }
