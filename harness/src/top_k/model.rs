@@ -197,14 +197,14 @@ fn diagnose(watch: &Watch, report: &str) -> String {
     let Some(actual) = &watch.actual else {
         if watch.call == "top" && k == usize::MAX {
             return format!(
-                "top() panicked with k = {k} (usize::MAX): k only bounds the answer; don't allocate k slots \
-                 or compute k + 1."
+                "top() panicked with k = {k} (usize::MAX): any k from 1 to usize::MAX is valid, and k only bounds \
+                 the length of the answer (here: every user in the window)."
             );
         }
         if report.contains("overflow") && watch.call == "ingest_line" {
             return format!(
                 "arithmetic overflowed on {line:?} ({}). Timestamps span 0..=u64::MAX and W reaches u64::MAX: \
-                 T − W may not exist and ts + W may not fit; compare with checked or saturating arithmetic.",
+                 T − W may not exist and ts + W may not fit, yet every such line has a defined answer.",
                 window(watch.time_before)
             );
         }
@@ -260,7 +260,7 @@ fn diagnose(watch: &Watch, report: &str) -> String {
     if let Err(e) = &expected.result {
         return format!(
             "this line is malformed ({e}) and was rejected, but it must also change nothing: not T, not the \
-             window, not a count. Parse fully before touching any state."
+             window, not a count."
         );
     }
     let model_counts = watch.model.counts();
@@ -300,7 +300,7 @@ fn diagnose(watch: &Watch, report: &str) -> String {
         let mut sorted_expected = expected.top.clone();
         sorted_expected.sort();
         let ties = "ties are broken by user id ascending in byte order (`B` < `a`, `user10` < `user9`, ASCII \
-                    before `é`): compare the ids as str/bytes, nothing else.";
+                    before `é`), with nothing folded or normalised.";
         if sorted_actual == sorted_expected {
             return if descending {
                 ties.to_string()
@@ -362,5 +362,25 @@ mod tests {
         assert_eq!(show_id("a\u{A0}b"), "\"a\\u{a0}b\"");
         assert_eq!(show_id("e\u{301}"), "\"e\\u{301}\"");
         assert_eq!(show_id("日本"), "\"日本\"");
+    }
+
+    /// The worked example of `exercises/statements/top_k.md`, line by line: the
+    /// statement and the model agree.
+    #[test]
+    fn model_agrees_with_the_statements_worked_example() {
+        let mut model = TopKSpec::model(&config(10, 2));
+        let mut step = |text| TopKSpec::step(&mut model, &line(text));
+        let users = |list: &[(&str, u64)]| list.iter().map(|&(u, n)| (u.to_string(), n)).collect::<Vec<_>>();
+        for text in ["100 alice view", "95 bob buy"] {
+            assert_eq!(step(text).result, Ok(Ingested::Counted), "{text}");
+        }
+        let out = step("101 bob view");
+        assert_eq!((out.result, out.top), (Ok(Ingested::Counted), users(&[("bob", 2), ("alice", 1)])));
+        assert_eq!(step("91 carol view").result, Ok(Ingested::Late));
+        let out = step("105 Alice view");
+        assert_eq!(out.result, Ok(Ingested::Counted));
+        assert_eq!((out.top, out.users, out.late), (users(&[("Alice", 1), ("alice", 1)]), 3, 1));
+        let out = step("106 dave");
+        assert_eq!(out.result.map_err(|e| e.to_string()), Err("line 6: missing action".to_string()));
     }
 }

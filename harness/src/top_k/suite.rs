@@ -589,9 +589,8 @@ impl<'a> MemoryRun<'a> {
     }
 }
 
-const FORGET_WHAT_LEFT: &str = "forget what left the window as it moves, on ingest (not only when top() is read): \
-     events or buckets that left, and users whose count reached 0 (an intern pool or a map of every user ever seen \
-     grows with the stream).";
+const FORGET_WHAT_LEFT: &str = "memory follows the window as it moves, whether or not top() is read: nothing held may \
+     grow with events that have left the window or with users whose events have all left.";
 
 /// Many more distinct users over the stream than the window ever holds, late and
 /// malformed floods, then a jump that empties the window, with the heap held to the
@@ -630,7 +629,7 @@ fn memory_follows_window(make: Factory) -> CaseResult {
     run.expect("users_in_window()", run.tracker.users_in_window(), in_window)?;
     // Late events from users never seen in the window, then malformed lines: neither
     // may leave anything behind.
-    run.phase = "a late event is dropped: keep nothing of it (no set of late users, no log), only the count.";
+    run.phase = "a late event changes nothing but late_events: the memory held may not grow with late lines.";
     for n in 0..FLOOD {
         let result = run.feed(|buf| {
             let _ = write!(buf, "{} late{n} view", n % (TICKS - WINDOW));
@@ -639,7 +638,7 @@ fn memory_follows_window(make: Factory) -> CaseResult {
             return run.expect("the result", result, Ok::<_, LineError>(Ingested::Late));
         }
     }
-    run.phase = "a malformed line changes nothing: keep nothing of it (no log of errors or lines).";
+    run.phase = "a malformed line changes nothing, memory included: the memory held may not grow with malformed lines.";
     for n in 0..FLOOD {
         let result = run.feed(|buf| {
             let _ = match n % 3 {
@@ -705,46 +704,101 @@ pub const L3: Level = Level { number: 3, name: "malformed_input" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 
 pub fn suite(make: Factory) -> Vec<Case> {
-    let case = |level, name, hint, run: fn(Factory) -> CaseResult| {
-        Case::new(EXERCISE, level, name, hint, QUICK, move || run(make))
+    let case = |level, name, hints: [&'static str; 3], run: fn(Factory) -> CaseResult| {
+        Case::new(EXERCISE, level, name, hints, QUICK, move || run(make))
     };
     vec![
-        case(L1, "in_order_sequences",
-            "Every short in-order stream over 3 users, window 3, k 1-2. Count the events with T−W < timestamp ≤ T; rank by count descending, then user id ascending.",
-            |make| {
+        case(L1, "in_order_sequences", [
+            "Events in timestamp order: top() lists the users with the most events among those with T − W < timestamp ≤ T \
+             (T the largest timestamp so far), count descending, ties by user id ascending, at most k. Every short \
+             in-order stream over 3 users, window 3, k 1-2 is tried.",
+            "A sliding window has a moving boundary: each new largest timestamp can push older events out, so a count \
+             is the number of a user's events still inside, not the number ever seen. The window is half open: the \
+             instant T − W itself is already outside.",
+            "A queue of (timestamp, user) plus a HashMap of counts: on each event, pop from the front while its timestamp \
+             ≤ T − W and decrement those users; for top(), sort the (user, count) pairs by count descending then id and \
+             take k, or keep a min-heap of size k.",
+        ], |make| {
                 let in_order = |lines: &[Line]| {
                     users_in_first_use_order(lines)
                         && lines.windows(2).all(|w| parse_line(&w[0].0).ok().map(|e| e.timestamp) <= parse_line(&w[1].0).ok().map(|e| e.timestamp))
                 };
                 exhaustive(&[config(3, 1), config(3, 2)], |_| short_letters(false), 5, in_order, |c, lines| replay_on(make, c, lines))
             }),
-        case(L1, "edges",
-            "Edge cases: the event at exactly T−W is out of the window, and nothing is out while T < W; k bounds the answer (k up to usize::MAX); users whose events all left are not listed; window 1; timestamps 0 and near u64::MAX, windows up to u64::MAX, huge gaps.",
-            |make| edge_scenarios().iter().try_for_each(|(c, lines)| replay_on(make, c, lines))),
-        case(L1, "user_ids",
-            "User ids are exact strings: case-sensitive (`Alice`, `alice` and `ALICE` are three users), any Unicode, no normalisation; ties go by byte order (`B` < `a`, `user10` < `user9`).",
-            |make| user_id_scenarios().iter().try_for_each(|(c, lines)| replay_on(make, c, lines))),
-        case(L2, "short_sequences",
-            "Every short stream in any order: an older event still inside the window is counted (it does not move T); one at or before T−W is late: dropped and counted in late_events.",
-            |make| exhaustive(&[config(3, 2)], |_| short_letters(true), 5, users_in_first_use_order, |c, lines| replay_on(make, c, lines))),
-        case(L2, "random_sequences",
-            "Longer random streams: jittered timestamps from 0, 10^6 or near u64::MAX, jumps to u64::MAX, windows 1 to u64::MAX, k 1-4 or usize::MAX, user ids of every kind, separators of every kind, some malformed lines.",
-            |make| random(random_lines(), Budget::default(), |(c, lines)| replay_on(make, c, lines))),
-        case(L2, "long_streams",
-            "Streams of 5,000 lines read back after every line: housekeeping (pruning every N events, compacting) must never show in top(), late_events or users_in_window.",
-            |make| long_streams().iter().try_for_each(|(name, c, lines)| replay_long(make, c, name, lines))),
-        case(L3, "malformed_lines",
-            "Malformed lines (empty, bad or out-of-range timestamp, missing or extra fields) return LineError with the 1-based number of the line \
-             (every line counts, bad ones too) and change nothing: parse fully before touching any state. Only ASCII whitespace separates fields. \
-             parse_line does the parsing for you.",
-            |make| malformed_scenarios().iter().try_for_each(|(c, lines)| replay_on(make, c, lines))),
-        case(L4, "memory_follows_window",
-            "60,000 distinct users through a window of 500 events, then 20,000 late and 20,000 malformed lines, on the real heap after every line: \
-             drop events (or buckets) as they leave the window, forget users whose count reaches 0, keep nothing of late or malformed lines.",
-            memory_follows_window),
-        case(L4, "sparse_buckets",
-            "One event per timestamp over a window of 1,000: the heap bound (HEAP_PER_EVENT per event in the window) holds for per-timestamp buckets too.",
-            memory_of_sparse_buckets),
+        case(L1, "edges", [
+            "Edge cases: the event at exactly T − W is out and nothing is out while T < W; k bounds the answer (up to \
+             usize::MAX); users whose events all left are not listed; window 1; timestamps 0 and near u64::MAX, windows \
+             up to u64::MAX, huge gaps.",
+            "The edges of the domain: T − W does not exist while T < W, a timestamp plus W may not fit in a u64, and k is \
+             a bound on the answer, not a size to prepare. A user whose count falls to 0 has left the ranking.",
+            "Compute the window's start as T.checked_sub(W) (None: nothing has left) and never add W to a timestamp; \
+             truncate the ranking with take(k) instead of allocating k slots; remove a user from the counts when its \
+             count reaches 0.",
+        ], |make| edge_scenarios().iter().try_for_each(|(c, lines)| replay_on(make, c, lines))),
+        case(L1, "user_ids", [
+            "User ids are exact strings: case-sensitive (`Alice`, `alice` and `ALICE` are three users), any Unicode, no \
+             normalisation; ties go by byte order (`B` < `a`, `user10` < `user9`).",
+            "Identity is byte equality and order is byte order: anything that folds case, trims, normalises Unicode or \
+             compares \"naturally\" (as numbers, by locale) merges or reorders users that the contract keeps apart.",
+            "Key the counts by the id exactly as parse_line returns it, and break ties with str's own Ord (byte order); \
+             no to_lowercase, trim, normalisation or natural sort.",
+        ], |make| user_id_scenarios().iter().try_for_each(|(c, lines)| replay_on(make, c, lines))),
+        case(L2, "short_sequences", [
+            "Every short stream in any order: an older event still inside the window is counted and does not move T; an \
+             event at or before T − W is late: dropped, counted in late_events, T unchanged.",
+            "Arrival order and event time differ: the window is defined by event time (the largest seen so far), so an \
+             event can arrive after newer ones and still belong; only events at or before the window's start are turned \
+             away.",
+            "Keep the window's events ordered by timestamp, not by arrival (a BTreeMap from timestamp to the users seen \
+             at it, or a bucket per timestamp); an event newer than T advances T and evicts from the oldest end; a late \
+             one only increments a counter.",
+        ], |make| exhaustive(&[config(3, 2)], |_| short_letters(true), 5, users_in_first_use_order, |c, lines| replay_on(make, c, lines))),
+        case(L2, "random_sequences", [
+            "Longer random streams: jittered timestamps from 0, 10^6 or near u64::MAX, jumps to u64::MAX, windows from 1 \
+             to u64::MAX, k 1-4 or usize::MAX, user ids and separators of every kind, some malformed lines.",
+            "Every rule at once: out-of-order arrival, arithmetic at the top of the timestamp range, an unbounded k, exact \
+             ids, rejected lines. A failure here is usually one rule of a smaller case meeting a combination that case \
+             did not try; the nudge under the counterexample names the rule.",
+            "Cut the counterexample down by hand to the few lines that matter, then look at the code path of the rule the \
+             nudge names: arithmetic on T and W (checked_sub, no additions), ordering by timestamp, the tie-break on ids.",
+        ], |make| random(random_lines(), Budget::default(), |(c, lines)| replay_on(make, c, lines))),
+        case(L2, "long_streams", [
+            "Streams of thousands of lines, read back after every line: top(), late_events and users_in_window stay exact \
+             however long the stream runs.",
+            "Housekeeping that runs now and then (pruning every N events, compacting) must leave exactly the state the \
+             definition describes, and every answer must already reflect it; here thresholds are crossed many times, \
+             jumps that empty the window included.",
+            "Evict on every ingest (while the oldest timestamp ≤ T − W) rather than in batches, or run a pending batch \
+             before answering; take users_in_window from the number of users with a non-zero count.",
+        ], |make| long_streams().iter().try_for_each(|(name, c, lines)| replay_long(make, c, name, lines))),
+        case(L3, "malformed_lines", [
+            "A malformed line (empty, bad or out-of-range timestamp, missing or extra fields) returns LineError with its \
+             1-based line number, every line given counting, and changes nothing else. Only ASCII whitespace separates \
+             fields; parse_line is the grammar.",
+            "Validation is all or nothing: a line is judged whole before it has any effect, and the line number is the \
+             only thing a rejected line moves. One grammar, used as is, cannot disagree with the contract on Unicode \
+             spaces or a leading `+`.",
+            "Count the line first, call parse_line, and on Err(kind) return LineError { line, kind } before touching T, \
+             the window or the counts.",
+        ], |make| malformed_scenarios().iter().try_for_each(|(c, lines)| replay_on(make, c, lines))),
+        case(L4, "memory_follows_window", [
+            "Many more distinct users over the stream than the window ever holds, then floods of late and of malformed \
+             lines, with the heap measured after every line: what the tracker holds follows the window (the bound on \
+             SlidingTopK), whether or not top() is ever read.",
+            "A stream is unbounded, a window is not: any state that only grows (per user ever seen, per line, per late \
+             event) ends up beyond what the window needs. Spare capacity kept from a busier moment is allowed.",
+            "Drop events (or buckets) as they leave the window, on ingest; remove a user from every map and ranking when \
+             its count reaches 0; keep only counters for late and malformed lines; no intern pool of every id seen.",
+        ], memory_follows_window),
+        case(L4, "sparse_buckets", [
+            "One event per timestamp over a wide window: the memory bound (HEAP_PER_EVENT for each event in the window, \
+             plus HEAP_PER_ID_BYTE per byte of its id) holds when every timestamp carries a single event.",
+            "Fixed costs multiply: a structure whose overhead is paid per distinct timestamp pays it once per event when \
+             every timestamp is distinct.",
+            "Per-timestamp buckets fit if each one is small (a BTreeMap<u64, Vec<..>>, or a VecDeque of (timestamp, user) \
+             with counts beside it); avoid a pre-sized Vec or a HashMap per timestamp, whose empty capacity alone can \
+             exceed the allowance.",
+        ], memory_of_sparse_buckets),
     ]
 }
 #[cfg(test)]
@@ -810,5 +864,18 @@ mod tests {
             let late = lines.iter().filter(|l| parse_line(&l.0).is_err()).count();
             assert!(late > 0, "{name}: some malformed lines");
         }
+    }
+
+    /// The statement lists every level under its suite name, and its follow-ups are the
+    /// last section (where the grader looks for them).
+    #[test]
+    fn statement_names_every_level() {
+        let statement = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../exercises/statements/top_k.md"));
+        for level in [L1, L2, L3, L4] {
+            let line = format!("- **L{} {}**", level.number, level.name);
+            assert!(statement.contains(&line), "the statement lacks the level line {line:?}");
+        }
+        let last = statement.lines().rfind(|l| l.starts_with("## "));
+        assert_eq!(last, Some("## What interviewers probe next"));
     }
 }
