@@ -1,18 +1,13 @@
-//! Exercise: the top K most active users over a sliding window of a log stream.
+//! Statement: exercises/statements/top_k.md (or `cargo grade top_k --statement`).
 //!
-//! Implement [`SlidingTopK`] for [`TopK`]. The full contract is on the trait in
-//! `harness/src/top_k.rs`; in short:
-//! * lines are `timestamp user_id action` (use `harness::top_k::parse_line`); user ids
-//!   are exact strings (case-sensitive, any Unicode);
-//! * stream time T is the largest timestamp seen; the window is (T−W, T];
-//! * out-of-order events inside the window count; events at or before T−W are late:
-//!   dropped and counted;
-//! * `top()` ranks by count descending, then user id ascending, at most k;
-//! * a malformed line is an error naming its line number and changes nothing;
-//! * memory follows the window, measured on the real heap after every line: forget
-//!   users once all their events have left it, keep nothing of late or bad lines.
+//! Read a stream of `timestamp user_id action` log lines and be ready at any moment to
+//! name the K most active users of the last W time units, while events arrive out of
+//! order or too late, some lines are malformed, and memory stays in proportion to the
+//! window rather than to the stream.
 //!
-//! Levels: L1 window, L2 out of order, L3 malformed input, L4 memory. Run `cargo grade`.
+//! Implement [`SlidingTopK`] for [`TopK`]. The contract is the trait's documentation
+//! in `harness/src/top_k/contract.rs`, with the line grammar (`parse_line`: use it).
+//! Run `cargo grade top_k` to see where you stand.
 
 use harness::top_k::{Ingested, LineError, SlidingTopK, TopKConfig};
 

@@ -1,16 +1,12 @@
-//! Exercise: a thread-safe TTL+LRU cache with single-flight loading.
+//! Statement: exercises/statements/ttl_lru.md (or `cargo grade ttl_lru --statement`).
 //!
-//! Implement [`TtlLruCache`] for [`TtlLru`]. The full contract is on the trait in
-//! `harness/src/ttl_lru.rs`; in short:
-//! * live iff `now < inserted_at + ttl`; expired entries are invisible;
-//! * at most `capacity` live entries; evict the least recently used live entry, never
-//!   a live one while an expired one holds a slot; `get` refreshes recency, not TTL;
-//! * `&self` everywhere and `Send + Sync`: concurrent calls must be linearizable;
-//! * `get_or_insert_with`: one load per missing key however many callers, no lock held
-//!   while it runs, a panicking load hurts only its caller.
+//! Build an in-memory cache that many threads share: every entry lives for its own TTL,
+//! a full cache makes room by dropping the least recently used live entry, and callers
+//! that miss the same key at the same time share one load of it.
 //!
-//! Levels: L1 LRU, L2 TTL, L3 threads, L4 single flight. Run `cargo grade` to see
-//! where you stand. Read time only through `clock` (tests move it by hand).
+//! Implement [`TtlLruCache`] for [`TtlLru`]. The contract is the trait's documentation
+//! in `harness/src/ttl_lru/contract.rs`. Read time only through `clock` (the grader
+//! moves it by hand). Run `cargo grade ttl_lru` to see where you stand.
 
 use std::hash::Hash;
 use std::marker::PhantomData;
