@@ -174,20 +174,23 @@ impl Spec for RateLimitSpec {
                  request is never an error."
             }
             (Ok(e), Ok(a)) if e.allowed != a.allowed => {
-                "allowed iff every bucket has `cost` tokens at now = max(clock, latest time seen): with tat = max(stored, now), \
-                 tat + cost·T ≤ now + burst·T. A denied request pays nothing in any bucket, a peek (cost 0) pays nothing, a full \
-                 bucket is the same as a fresh one, a clock that steps back changes nothing, and a bucket in debt is never dropped."
+                "A request is allowed iff every bucket it names holds `cost` whole tokens at the limiter's time (the latest \
+                 clock reading it has seen): a fresh or fully refilled bucket holds its burst, and a token comes back every \
+                 period, exactly at the boundary. A denied request or a peek (cost 0) takes nothing from any bucket; a clock \
+                 that steps back changes nothing; a bucket in debt keeps its debt."
             }
             (Ok(e), Ok(a)) if e.retry_after != a.retry_after => {
-                "retry_after is exact to the nanosecond: the longest, over the violated buckets, of tat + cost·T − burst·T − now \
-                 (zero when allowed). Near τ = 2^63 ns, tat + cost·T passes u64::MAX: use u128 or tat − (burst − cost)·T."
+                "retry_after is exact to the nanosecond: the shortest wait after which this same request is allowed (denied \
+                 1ns before it), the longest such wait over the buckets that refuse it; zero when allowed. It must hold over \
+                 the whole domain, quotas up to NANOS_LIMIT included."
             }
             (Ok(e), Ok(a)) if e.remaining != a.remaining => {
-                "remaining counts whole tokens in the bucket with the fewest, after paying if allowed: ⌊(now + burst·T − tat)/T⌋, \
-                 with the partial refill since the last check included."
+                "remaining counts the whole tokens left in the bucket with the fewest, after this request's payment if it is \
+                 allowed, the tokens refilled since the bucket was last used included."
             }
             (Ok(e), Ok(a)) if e.reset_after != a.reset_after => {
-                "reset_after is how long until every bucket of the request is full again: the largest tat − now, after paying if allowed."
+                "reset_after is how long until every bucket of the request is full again, after this request's payment if it \
+                 is allowed."
             }
             _ => {
                 "limiting indexes the request's limits in the caller's order: the violated bucket with the longest retry_after if \

@@ -19,7 +19,7 @@ use crate::redis_server::{
     OUTAGE_CALL_TIMEOUT,
 };
 use crate::sequential::{random, replay, Budget, Spec};
-use crate::suite::{Case, CaseError, CaseResult, THREADED_DEADLINE as THREADED};
+use crate::suite::{Case, CaseError, CaseResult, Hints, THREADED_DEADLINE as THREADED};
 
 fn redis_config(namespace: String, when_unavailable: WhenUnavailable) -> RedisLimiterConfig {
     RedisLimiterConfig { namespace, timeout: CALL_TIMEOUT, when_unavailable }
@@ -82,7 +82,7 @@ impl ExpiryAudit {
         let forever = ttls.iter().filter(|(_, t)| *t < 0).count();
         if forever > 1 {
             return Err(format!(
-                "keys without expiry: {}. Every bucket key needs one (SET ... PX), only the namespace's latest time may live forever",
+                "keys without expiry: {}. Every bucket key needs an expiry; only the namespace's latest time may live forever",
                 show_keys()
             ));
         }
@@ -126,10 +126,9 @@ impl ExpiryAudit {
             return Err(format!(
                 "bucket k{k} is in debt (until its TAT), so its key must live {}ms more (the debt + {REDIS_EXPIRY_MARGIN:?} \
                  since it was written), but Redis holds no key for it that lives that long: {}. \
-                 A bucket key must outlive its debt by the margin (PX ≥ TAT − now + {}ms), or the bucket comes back full",
+                 A bucket key must outlive its debt by {REDIS_EXPIRY_MARGIN:?}, or the bucket comes back full",
                 need + 2,
                 if ttls.is_empty() { "no keys at all".to_string() } else { show_keys() },
-                REDIS_EXPIRY_MARGIN.as_millis()
             ));
         }
         Ok(())
@@ -226,8 +225,7 @@ fn expiry_outlives_debt(make: RedisFactory) -> CaseResult {
                 return Err(CaseError::failed(format!(
                     "a {q:?} bucket spent its whole burst (in debt for {debt:?}); {sleep}ms of real time later, the test clock not \
                      having moved, check(cost 1) returned {again:?}, expected DENIED with retry_after {period}ms: its Redis key expired \
-                     too early (it must outlive the debt by {REDIS_EXPIRY_MARGIN:?}: PX ≥ TAT − now + {}ms)",
-                    REDIS_EXPIRY_MARGIN.as_millis()
+                     too early (it must outlive the debt by {REDIS_EXPIRY_MARGIN:?})"
                 )));
             }
             break;
@@ -374,7 +372,7 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     let commands = counter.commands() - before;
     if commands != 50 {
         return Err(CaseError::failed(format!(
-            "50 checks of 3 buckets sent {commands} commands to Redis: expected one round trip (one script call) per check"
+            "50 checks of 3 buckets sent {commands} commands to Redis: expected one round trip per check"
         )));
     }
     // Buckets, plus the namespace's latest time (the one key that never expires).
@@ -383,32 +381,58 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
 
 /// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
-    let case = |name, hint, run: fn(RedisFactory) -> CaseResult| {
-        Case::new(EXERCISE, L5, name, hint, THREADED, move || run(make)).with_redis()
+    let case = |name, hints: Hints, run: fn(RedisFactory) -> CaseResult| {
+        Case::new(EXERCISE, L5, name, hints, THREADED, move || run(make)).with_redis()
     };
     vec![
-        case("sequences",
-            "The in-memory contract, replayed on Redis: one Lua script per check computes GCRA for all the request's buckets (now in µs from ARGV, \
-             the namespace's latest time in a key of its own) and writes only if all conform. After every step each bucket's key is checked: \
-             an expiry on every one, at least until the bucket is full again + REDIS_EXPIRY_MARGIN, at most τ + REDIS_EXPIRY_SLACK.",
+        case("sequences", Hints::new(
+            "The in-memory contract, replayed on Redis. After every step, each bucket in debt has a Redis key of its own with \
+             an expiry: it lives at least until the bucket is full again + REDIS_EXPIRY_MARGIN, at most τ + REDIS_EXPIRY_SLACK.",
+            "Atomicity moves to the server: instances share the buckets, so reading, deciding and paying for all of a \
+             request's buckets must be one atomic step inside Redis. Lua numbers are doubles: time travels in whole \
+             microseconds.",
+            "One Lua script per check (redis::Script): ARGV carries now in µs, the periods, bursts and cost; the script reads \
+             the namespace's latest time and each TAT, decides with GCRA, and only if all conform writes each TAT with \
+             SET key tat PX (TAT − now + margin, in ms rounded up). It returns the decision's numbers as integers."),
             redis_sequences),
-        case("instances_share_the_burst",
-            "Separate instances with skewed clocks share buckets through Redis: keep the namespace's latest time in Redis and use max(clock, latest), \
-             atomically in the script.",
+        case("instances_share_the_burst", Hints::new(
+            "Four instances with their own connections and clocks skewed by seconds share one bucket: together they admit \
+             exactly its burst.",
+            "Clock skew: an instance whose clock runs ahead would refill the bucket for everyone. A shared high-water mark of \
+             time keeps every instance's view of the bucket consistent.",
+            "Keep the namespace's latest time in a Redis key and use max(ARGV now, latest) as now inside the script, \
+             updating it atomically with the buckets."),
             instances_share_the_burst),
-        case("outage_fail_closed",
-            "Bound every call with the configured timeout (tokio::time::timeout) and map connection errors to RedisLimitError::Unavailable; \
-             a reconnecting client (redis::aio::ConnectionManager) recovers once Redis is back.",
+        case("outage_fail_closed", Hints::new(
+            "Redis is killed mid-use: in fail-closed mode every check returns Err(Unavailable) within the configured timeout, \
+             and checks work again once Redis is back, without a new limiter.",
+            "A dependency's outage must not become yours: every wait is bounded (no call hangs on a dead socket) and the \
+             caller recovers on its own.",
+            "Wrap every call, connecting included, in tokio::time::timeout(config.timeout, ..); map connection errors and \
+             timeouts to RedisLimitError::Unavailable; use a reconnecting client (redis::aio::ConnectionManager)."),
             |make| outage(make, WhenUnavailable::FailClosed)),
-        case("outage_fail_open",
-            "In fail-open mode, a call Redis cannot answer in time returns FAIL_OPEN (allowed) instead of an error.",
+        case("outage_fail_open", Hints::new(
+            "The same outage in fail-open mode: every check returns Ok(FAIL_OPEN) within the configured timeout, and real \
+             decisions come back once Redis does.",
+            "Fail-open trades strictness for availability: while the limiter cannot decide, traffic goes through rather than \
+             every request being refused.",
+            "The same bounded call as fail-closed, then map Unavailable to Ok(FAIL_OPEN) when config.when_unavailable is \
+             FailOpen."),
             |make| outage(make, WhenUnavailable::FailOpen)),
-        case("expiry_outlives_debt",
-            "Real time passes in Redis even when the callers' clocks (the test's) stand still: a bucket key must outlive its debt by \
-             REDIS_EXPIRY_MARGIN (PX = TAT − now + 1000ms, rounded up), or the bucket comes back full.",
+        case("expiry_outlives_debt", Hints::new(
+            "Real time passes in Redis while the callers' clocks (the test's) stand still: a bucket in debt is still in debt \
+             when checked again, so its key must not expire before the debt is paid plus REDIS_EXPIRY_MARGIN.",
+            "Two clocks: keys expire on Redis's clock, debts are paid on the callers'. A key that lives exactly as long as \
+             the debt can vanish before the callers' time reaches the end of it, and the bucket comes back full.",
+            "In the script, SET the bucket key with PX = ⌈(TAT − now) / 1ms⌉ + REDIS_EXPIRY_MARGIN in ms."),
             expiry_outlives_debt),
-        case("round_trips_and_keys",
-            "One EVALSHA per check (redis::Script), keys named {namespace}:... so they share a Cluster slot, and a PX expiry on every bucket key.",
+        case("round_trips_and_keys", Hints::new(
+            "One round trip to Redis per check, whatever the number of buckets; every key of the namespace carries the hash \
+             tag {namespace}, and every bucket key has an expiry.",
+            "Latency and Redis Cluster: a multi-key atomic operation needs all its keys in one hash slot, which a shared hash \
+             tag guarantees; every extra round trip adds a network latency to every request.",
+            "redis::Script sends EVALSHA (and the script itself once, on NOSCRIPT); name keys {namespace}:<key> and \
+             {namespace}:latest and pass them all in KEYS."),
             round_trips_and_keys),
     ]
 }

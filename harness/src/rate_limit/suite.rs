@@ -18,7 +18,7 @@ use crate::heap::{show_bytes, HeapMeter};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, Key, SplitMix};
 use crate::sequential::{exhaustive, random, replay, Budget};
 use crate::suite::{
-    guarded, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
+    guarded, Case, CaseError, CaseResult, Hints, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
 };
 
 fn apply(limiter: &dyn ErasedLimiter, clock: &ManualClock, op: &Op) -> Output {
@@ -542,8 +542,8 @@ fn sweep_under_contention(make: Factory) -> CaseResult {
         return Err(CaseError::failed(format!(
             "round {round}: {THREADS} threads each checked k{round} (3/1ms) {PER_THREAD} times at one instant, each time with three \
              fresh 1/1ms keys, between checks of fresh keys alone, while sweeps ran (the clock moves 2ms between rounds, so earlier buckets are full): {count} allowed, \
-             expected exactly k{round}'s burst, 3. A sweep must not drop a bucket another check is using (drop under the lock \
-             that guards the bucket, or skip buckets a request holds)"
+             expected exactly k{round}'s burst, 3. A bucket must not be forgotten while another check is paying into it: \
+             that payment would be lost"
         )));
     }
     Ok(())
@@ -564,57 +564,99 @@ pub const L4: Level = Level { number: 4, name: "memory" };
 pub const L5: Level = Level { number: 5, name: "redis" };
 
 pub fn suite(make: Factory) -> Vec<Case> {
-    let case = |level, name, hint, deadline, run: fn(Factory) -> CaseResult| {
-        Case::new(EXERCISE, level, name, hint, deadline, move || run(make))
+    let case = |level, name, hints: Hints, deadline, run: fn(Factory) -> CaseResult| {
+        Case::new(EXERCISE, level, name, hints, deadline, move || run(make))
     };
     vec![
-        case(L1, "short_sequences",
-            "Every short sequence on one bucket (bursts 1-3 per second). Keep one number per key, the theoretical arrival time (TAT): \
-             tat = max(stored, now); allowed iff tat + cost·T ≤ now + burst·T; then store tat + cost·T. remaining = ⌊(now + burst·T − tat)/T⌋.",
+        case(L1, "short_sequences", Hints::new(
+            "One bucket, quota (burst B, period T): a fresh key holds B tokens, one token comes back every T, and a request of \
+             cost c passes iff c whole tokens are there, then takes them. remaining, retry_after and reset_after are exact.",
+            "A bucket is a debt that time pays back: what matters is how far its spending runs ahead of now, at most B·T (τ). \
+             Refill is continuous, so a refill boundary is an exact instant: the token is there at it, not 1ns before.",
+            "GCRA: one number per key, the theoretical arrival time (TAT). tat = max(stored, now); allowed iff \
+             tat + cost·T ≤ now + B·T, then store tat + cost·T; remaining = ⌊(now + B·T − tat)/T⌋. (Credit + last refill \
+             is equivalent but must carry the remainder of a partial refill.)"),
             QUICK, |make| exhaustive(&[0u8, 1, 2], |&q| single_bucket_letters(q), 6, admissible, |_, ops| replay_on(make, ops))),
-        case(L1, "extreme_quotas",
-            "Every short sequence on one bucket with the quotas at the edges of the domain: sub-millisecond and odd-nanosecond periods, \
-             a million-token burst, bursts of u32::MAX, τ = burst·T up to 2^63 ns (292 years). Exact integer nanoseconds, and no overflow: \
-             tat + cost·T may pass u64::MAX (use u128, or compare tat − (burst − cost)·T with now).",
+        case(L1, "extreme_quotas", Hints::new(
+            "The single-bucket rules at the edges of the domain: periods of one or an odd number of nanoseconds, a million-token \
+             burst, bursts of u32::MAX, and τ = burst × period just under NANOS_LIMIT. Every answer stays exact.",
+            "Intermediate values outgrow stored ones: a bucket's time fits a u64 but time + cost × period may not. Overflow \
+             panics in a debug build and wraps in release; floating point loses nanoseconds.",
+            "Integer nanoseconds throughout; compute tat + cost·T in u128, or rearrange so nothing overflows: allowed iff \
+             tat.saturating_sub((B − cost)·T) ≤ now."),
             QUICK, |make| {
                 exhaustive(&[6u8, 7, 8, 9, 10, 11, 12], |&q| single_bucket_letters(q), 4, admissible, |_, ops| replay_on(make, ops))
             }),
-        case(L1, "random_sequences",
-            "Longer random sequences on one or two buckets, every quota, clock steps down to odd nanoseconds and up to a year. \
-             retry_after must be exact: the earliest instant at which the same request passes (tat + cost·T − burst·T − now).",
+        case(L1, "random_sequences", Hints::new(
+            "Longer random sequences on one or two buckets, every quota, clock steps from a nanosecond to a year: retry_after is \
+             the exact wait after which the same request passes (it is denied 1ns earlier).",
+            "retry_after is a boundary, so exactness is all-or-nothing: a token count refilled in rounded steps drifts by a \
+             nanosecond here and there, and the boundary moves.",
+            "Derive every number from the one stored TAT: retry_after = tat + cost·T − B·T − now for the refusing bucket (in \
+             u128 or rearranged), never from counters that accumulate rounding."),
             QUICK, |make| random(random_ops(2, 1, QUOTAS.len() as u8, false, true), Budget::default(), |ops| replay_on(make, ops))),
-        case(L2, "short_sequences",
-            "A user, an endpoint and a tenant checked together: allowed only if every bucket has the tokens, and a denial consumes nothing in any bucket \
-             (decide for all buckets first, then apply). retry_after is the longest of the violated buckets'; limiting indexes the request as given.",
+        case(L2, "short_sequences", Hints::new(
+            "A user, an endpoint and a tenant bucket in one request: it passes only if every bucket has the tokens, then each pays; \
+             a denied request takes nothing from any bucket. retry_after is the longest of the refusing buckets' waits, and \
+             limiting indexes the request in the caller's order.",
+            "All-or-nothing: the request is a transaction over several buckets. The bug to avoid is a partial payment: paying \
+             the first buckets before finding that a later one refuses.",
+            "Two passes: decide every bucket first (compute each new TAT without storing it), then store them all only if all \
+             conform. Report the smallest remaining and the longest retry_after with their positions in the caller's order."),
             QUICK, |make| exhaustive(&[Config], |_| multi_bucket_letters(), 6, admissible, |_, ops| replay_on(make, ops))),
-        case(L2, "random_sequences",
-            "Random requests over up to 3 of 5 keys in any order, every quota (a key keeps its quota), clock steps and clock rewinds. \
-             Use max(clock, latest time seen) as now: a rewound clock changes nothing.",
+        case(L2, "random_sequences", Hints::new(
+            "Random requests over up to 3 of 5 keys in any order, every quota, clock steps forward and back. A clock that steps \
+             back changes nothing: no tokens come back and no debt is added until it passes the latest time already seen.",
+            "Monotonic time: the limiter's time is the high-water mark of the readings it has seen. Wall clocks step back (NTP, \
+             VM migration); trusting them would refill, or un-refill, buckets.",
+            "now = max(clock.now(), latest), and store the new latest on every check; compare each bucket's TAT with that now."),
             QUICK, |make| random(random_ops(5, 3, QUOTAS.len() as u8, true, true), Budget::default(), |ops| replay_on(make, ops))),
-        case(L2, "edges",
-            "Edge cases: exactly the burst at one instant, the refill boundary (allowed exactly at it, denied 1ns before), cost 0 peeks, \
-             cost > burst / duplicate keys / no limits are errors that change nothing, a clock that steps back, hour-long periods, \
-             odd-nanosecond periods, bursts of u32::MAX and quotas of 292 years (exact, without overflow).",
+        case(L2, "edges", Hints::new(
+            "Edge cases: exactly the burst at one instant, the refill boundary (allowed at it, denied 1ns before), cost-0 peeks, \
+             errors that change nothing (no limits, a key twice, a cost above a burst), a clock that steps back, hour-long and \
+             odd-nanosecond periods, bursts of u32::MAX and quotas just under NANOS_LIMIT.",
+            "Boundaries are where off-by-ones live: ≤ versus <, a token present at its boundary instant, validation before any \
+             state changes, arithmetic at the top of the domain.",
+            "Call validate first and return its error untouched; decide with ≤ at the boundary (allowed iff tat + cost·T ≤ \
+             now + B·T); a peek runs the same decision and stores nothing."),
             QUICK, |make| edge_scenarios().iter().try_for_each(|ops| replay_on(make, ops))),
-        case(L3, "linearizable",
-            "Concurrent checks on overlapping buckets, named in any order, while the clock moves, must be linearizable: lock every bucket a request names \
-             in one global order (not the request's: two requests naming the same keys in opposite orders deadlock), read the clock with the locks held, \
-             decide, apply, unlock.",
+        case(L3, "linearizable", Hints::new(
+            "Concurrent checks on overlapping buckets, named in any order, while the clock moves: every result must be explained \
+             by some one-at-a-time order of the calls, each check deciding at one instant.",
+            "Atomicity over several keys: reading, deciding and paying must be one critical section covering all the request's \
+             buckets, with the time read inside it. Two requests taking the same resources in opposite orders can deadlock.",
+            "Lock every bucket (or shard) a request names in one global order, e.g. sorted by shard index, never the request's \
+             order; read the clock with the locks held; decide, apply, unlock. One Mutex around the whole map also works, slower."),
             THREADED, concurrent_case),
-        case(L3, "exact_admission",
-            "8 threads hammer a shared tenant bucket through their own user buckets at one instant: exactly the tenant's burst may pass, no user over its own.",
+        case(L3, "exact_admission", Hints::new(
+            "8 threads hammer a shared tenant bucket through their own user buckets at one instant: exactly the tenant's burst \
+             passes in all, and no user more than its own burst.",
+            "Check-then-act race: two threads that both see the last token and both take it admit one request too many.",
+            "Make read-decide-write one critical section over all the request's buckets (see L3 linearizable); an atomic per \
+             bucket alone cannot make a payment into several buckets all-or-nothing."),
             THREADED, exact_admission),
-        case(L4, "flood_of_unique_keys",
-            "A full bucket is the same as no bucket: drop buckets whose TAT ≤ now (e.g. sweep when the map has doubled since the last sweep), \
-             so live heap follows the keys in debt (the grader measures real heap bytes, not a count you report).",
+        case(L4, "flood_of_unique_keys", Hints::new(
+            "A flood of unique keys, each spending a token: live heap must follow the buckets in debt (HEAP_PER_BUCKET bytes \
+             each, plus HEAP_SLACK), not every key ever seen. The grader measures real heap bytes.",
+            "A full bucket carries no information: it answers exactly as a bucket never seen, so it can be forgotten. Memory then \
+             follows the keys that spent tokens within the last burst window.",
+            "Drop buckets whose TAT ≤ now: sweep the map when it has doubled since the last sweep (amortised O(1) per check), or \
+             keep a time-ordered queue of candidates. A table may keep the capacity its peak needed."),
             THREADED, flood_of_unique_keys),
-        case(L4, "sweep_under_contention",
-            "Sweeps race checks: a bucket may be dropped only while no check is using it (sweep under the lock that guards the bucket, \
-             or skip buckets a request holds), or a payment lands in a dropped bucket and is lost.",
+        case(L4, "sweep_under_contention", Hints::new(
+            "Housekeeping races checks: 4 threads share a bucket while fresh keys make sweeps run, and exactly the shared \
+             bucket's burst passes each round. A payment must never land in a bucket that has been forgotten.",
+            "A race between two critical sections: a sweep finds a bucket full and drops it while another check, already holding \
+             it, pays into it; the payment is lost and the bucket comes back full.",
+            "Sweep under the lock that guards the bucket (per shard: remove while holding the shard lock), or skip buckets a \
+             request holds (e.g. Arc::strong_count > 1, checked under the map lock)."),
             THREADED, sweep_under_contention),
-        case(L4, "sweep_keeps_buckets_in_debt",
-            "Sweep only buckets that are full (TAT ≤ now, with now the latest time seen): a bucket with some tokens back but not all is still in debt, \
-             and dropping it hands out its missing tokens again.",
+        case(L4, "sweep_keeps_buckets_in_debt", Hints::new(
+            "Thousands of buckets spent to various depths, time moved so that some are full again and some only partly \
+             refilled, then a flood that makes any sweep run: every bucket read back still shows its debt.",
+            "Only a completely full bucket equals no bucket; one with some tokens back but not all is still in debt, and \
+             forgetting it hands out the missing tokens again.",
+            "Sweep only buckets with TAT ≤ now, where now is the limiter's latest time (not the raw clock reading)."),
             THREADED, sweep_keeps_buckets_in_debt),
     ]
 }
