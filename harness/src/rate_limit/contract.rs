@@ -11,9 +11,8 @@ use crate::clock::SharedClock;
 
 /// The time domain, in nanoseconds, for quotas and clocks alike: a quota's
 /// τ = burst × period and every clock reading stay below 2^63 ns (about 292 years), so
-/// every bucket's arrival time (at most now + τ) fits in a `u64` (and `now`, `τ` in an
-/// `i64`). Intermediate sums such as `tat + cost × period` may not fit: compute them in
-/// `u128`, or rearranged so they cannot overflow (`tat - (τ - cost × period)`).
+/// now + τ fits in a `u64` (and `now`, `τ` in an `i64`). Sums past that, such as a time
+/// in the future plus `cost × period`, may not fit: answers must still be exact.
 pub const NANOS_LIMIT: u64 = 1 << 63;
 
 /// A bucket's limit: at most `burst` tokens, refilled one per `period`.
@@ -174,20 +173,19 @@ impl Decision {
 
 /// The contract. Implement it for your `Limiter<K>` in `exercises/src/rate_limit.rs`.
 ///
-/// Each key has one bucket (GCRA: a "theoretical arrival time" per key, in integer
-/// nanoseconds; a classic token bucket, credit + last refill, is equivalent). With quota
-/// (burst B, period T), τ = B·T:
+/// Each key has one bucket, exact to the nanosecond. With quota (burst B, period T),
+/// τ = B·T:
 /// * **A key is bound to one quota for its whole life**: callers always name a key with
 ///   the same quota (in production the policy is part of the key, e.g.
 ///   `user:42:per-minute`). Checking a known key under another quota is outside the
-///   contract (what a bucket stores, TAT or credit, need not survive it); the grader
+///   contract (what a bucket stores need not survive it); the grader
 ///   never does it.
 /// * a fresh key is full: B tokens. Over any interval [0, t], at most B + ⌊t/T⌋ cost
 ///   is allowed; exactly at a refill boundary the token is there.
 /// * `check(limits, cost)` is all-or-nothing: allowed iff **every** bucket has `cost`
 ///   tokens; then each pays `cost`. A denied request consumes nothing anywhere. The
 ///   order of `limits` is the caller's: it only numbers the buckets for
-///   [`Decision::limiting`] and errors (lock buckets in an order of your own).
+///   [`Decision::limiting`] and errors.
 /// * `cost == 0` is a peek: nothing is consumed; allowed iff no bucket is over its limit.
 /// * Time: the limiter uses `max(clock.now(), the latest time it has seen)`, so a
 ///   clock that steps back changes nothing (and in particular mints no tokens).
@@ -220,9 +218,9 @@ where
 }
 
 /// Heap bytes a limiter may hold per bucket in debt (graded keys are 4 bytes): room for
-/// a bucket of a few words (a TAT or credit + last refill, even its quota), a hash
-/// map's load factor and power-of-two growth, and sweeping only once the map has
-/// doubled. The reference holds about a third of it.
+/// a bucket of a few words (even its quota), a hash map's load factor and power-of-two
+/// growth, and housekeeping that lets the table grow well past its live buckets before
+/// it runs. The reference holds about a third of it.
 pub const HEAP_PER_BUCKET: usize = 256;
 /// Heap bytes a limiter may hold whatever its load: shards, empty tables, a clock.
 pub const HEAP_SLACK: usize = 256 * 1024;
@@ -243,11 +241,6 @@ pub fn validate<K: Eq>(limits: &[(K, Quota)], cost: u32) -> Result<(), LimitErro
     }
     Ok(())
 }
-
-/// GCRA for one request over buckets whose stored arrival times are `tats` (`None`
-/// for a fresh bucket). Returns the decision and, if allowed, the new arrival times.
-/// This is the model's arithmetic, exact in integer nanoseconds: sums are taken in
-/// `u128` (`tat + cost·T` may pass `u64::MAX`); stored times fit in `u64` (at most
 
 /// What a Redis-backed limiter answers when Redis cannot (down, or too slow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

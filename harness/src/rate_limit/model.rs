@@ -10,6 +10,10 @@ use super::contract::{validate, Decision, LimitError, Quota};
 use crate::clock::Timestamp;
 use crate::sequential::Spec;
 
+/// GCRA for one request over buckets whose stored arrival times are `tats` (`None`
+/// for a fresh bucket). Returns the decision and, if allowed, the new arrival times.
+/// This is the model's arithmetic, exact in integer nanoseconds: sums are taken in
+/// `u128` (`tat + cost·T` may pass `u64::MAX`); stored times fit in `u64` (at most
 /// now + τ, both below [`NANOS_LIMIT`](super::NANOS_LIMIT)).
 pub(super) fn decide(now: Timestamp, limits: &[Quota], tats: &[Option<u64>], cost: u32) -> (Decision, Vec<u64>) {
     let now = u128::from(now.as_nanos());
