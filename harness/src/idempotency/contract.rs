@@ -309,11 +309,11 @@ pub enum SettleError {
 /// instance on the same Redis and namespace. Implement it for `RedisStore` in
 /// `exercises/src/idempotency.rs`.
 ///
-/// * One round trip per call: a Lua script reads and changes a record atomically.
+/// * One round trip per call, which reads and changes a record atomically.
 ///   Keys carry the hash tag `{namespace}`; (scope, key) is encoded injectively.
 /// * Time is the caller's clock in whole microseconds; leases and retentions up to
 ///   [`REDIS_MAX_DURATION`] (Lua numbers are doubles).
-/// * Every key a record uses expires in Redis (a TTL, e.g. `PEXPIRE`), no earlier than
+/// * Every key a record uses expires in Redis (it has a TTL), no earlier than
 ///   the record is reaped (an in-progress record: `leased_until + retention`, not just
 ///   the lease; a completed one: `completed_at + retention`) and at most
 ///   [`REDIS_EXPIRY_GRACE`] plus that lifetime again later. Only the token counter may
@@ -321,7 +321,7 @@ pub enum SettleError {
 ///   loses a record the contract still holds (a retry would execute twice).
 /// * Fencing tokens strictly increase per namespace, **even if Redis loses its data**
 ///   (a crash without persistence): a token from before the loss must never match a
-///   record made after it. (E.g. seed a missing counter from the clock.)
+///   record made after it.
 /// * Redis down or slow: each call returns `Unavailable` within `timeout` (plus
 ///   scheduling) and works again once Redis is back.
 pub trait RedisIdempotencyStore: Send + Sync + Sized {

@@ -194,7 +194,7 @@ impl Spec for IdempotencySpec {
             }
             (Op::Begin { .. }, _, Output::Began(Mismatch)) => {
                 "Mismatch only for a live record of this very (scope, key) with another fingerprint: keys of different \
-                 scopes never meet (encode the pair injectively), and a record past retention, or abandoned, is gone."
+                 scopes never meet, whatever characters they contain, and a record past retention, or abandoned, is gone."
             }
             (Op::Begin { .. }, Output::Began(Execute(_)), Output::Began(Execute(_))) => {
                 "Tokens come from one counter per store, 1, 2, 3, ...: one per Execute, over all keys (a takeover too)."

@@ -22,7 +22,7 @@ use crate::redis_server::{
     OUTAGE_CALL_TIMEOUT,
 };
 use crate::sequential::{random, replay, Budget, Spec};
-use crate::suite::{guarded, with_hint, Case, CaseError, CaseResult, THREADED_DEADLINE as THREADED};
+use crate::suite::{guarded, with_hint, Case, CaseError, CaseResult, Hints, THREADED_DEADLINE as THREADED};
 
 /// `d` rounded up to whole microseconds, at most [`REDIS_MAX_DURATION`].
 fn redis_duration(d: Duration) -> Duration {
@@ -194,9 +194,9 @@ fn lifetimes_replay(
             let report = format!("counterexample ({} steps):\n{transcript}", index + 1);
             let hint = if real_sleeps {
                 Some(
-                    "Redis dropped a record the contract still holds: a key must live until the record is reaped \
-                     (leased_until + retention while in progress, completed_at + retention once completed), in \
-                     milliseconds for PEXPIRE, rounded up.",
+                    "Redis dropped a record the contract still holds: every key of a record must live at least until \
+                     the record is reaped (leased_until + retention while in progress, completed_at + retention once \
+                     completed).",
                 )
             } else {
                 IdempotencySpec::hint(op, &expected, &actual)
@@ -221,14 +221,15 @@ fn lifetimes_replay(
             let report = format!("{transcript}      keys in Redis now (PTTL in ms, -1: no expiry): {ttls:?}\n{why}");
             Err(CaseError::failed(with_hint(
                 report,
-                "Give every record key a TTL (PEXPIRE, in milliseconds, rounded up) covering the record's whole life: \
-                 lease + retention when it begins, retention when it completes; leave only the token counter without one.",
+                "Every key of a record expires, no earlier than the record is reaped (leased_until + retention while in \
+                 progress, completed_at + retention once completed) and not much later; only the token counter may \
+                 live without expiry.",
             )))
         };
         if without_expiry.len() > 1 {
             return fail(format!(
                 "keys without expiry: {without_expiry:?}; only the token counter may live without a TTL \
-                 (every record key needs PEXPIRE, an in-progress one too)"
+                 (every record key needs an expiry, an in-progress one's too)"
             ));
         }
         let Some((need, since)) = written else { continue };
@@ -478,33 +479,61 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
 
 /// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
-    let case = |name, hint, run: fn(RedisFactory) -> CaseResult| {
-        Case::new(EXERCISE, L5, name, hint, THREADED, move || run(make)).with_redis()
+    let case = |name, hints: Hints, run: fn(RedisFactory) -> CaseResult| {
+        Case::new(EXERCISE, L5, name, hints, THREADED, move || run(make)).with_redis()
     };
     vec![
-        case("sequences",
-            "The in-memory contract, replayed on Redis (whole µs, bodies of any bytes): one Lua script per call reads and changes \
-             the record (a hash) and the token counter atomically; time comes from ARGV in µs.",
+        case("sequences", Hints::new(
+            "The in-memory contract, replayed on Redis (whole microseconds, bodies of any bytes). Tokens only have to \
+             increase, not to count from 1.",
+            "Atomicity moves to the server: instances share the records, so each call's read, decision and write, the \
+             token included, must be one atomic step inside Redis. Lua numbers are doubles: time travels in whole \
+             microseconds.",
+            "One Lua script per call (redis::Script): the record in a hash (fingerprint, state, token, deadline, status, \
+             body as a binary-safe string), the token counter INCR'd inside the script, now in µs from ARGV."),
             redis_sequences),
-        case("one_executor_across_instances",
-            "Instances share records only through Redis: the exists-check and the create must be one script; after a takeover the old \
-             token's complete is refused with StaleToken, even once the new executor completed (SETTLE_CHECK_ORDER).",
+        case("one_executor_across_instances", Hints::new(
+            "8 identical requests through 4 instances on one Redis: exactly one executes. After a takeover, the old token's \
+             complete is refused with StaleToken even if the new executor completed first, and retries replay the new \
+             response.",
+            "A lock inside one process means nothing to another: the exists-check and the create, and the token check and \
+             the write, must each be one atomic step in the shared store.",
+            "Do each of begin, complete and abandon in a single script that checks and writes together; never GET, decide \
+             in the client, then SET."),
             one_executor_across_instances),
-        case("outage",
-            "Bound every call with the timeout and return StoreUnavailable; reconnect after a restart; and make tokens increase across data loss \
-             (seed a missing counter from the clock) so a pre-outage token never completes a new record.",
+        case("outage", Hints::new(
+            "Redis is killed mid-use and restarts with its data lost: while it is down, calls return Unavailable within \
+             the timeout; afterwards they work again, and a token from before the loss never completes a record made \
+             after it.",
+            "Fencing tokens must keep increasing across failures: a counter that starts again from 1 after data loss hands \
+             a new executor a token an old executor still holds, and the fence lets the old one through.",
+            "Bound every call with tokio::time::timeout and use a reconnecting client (redis::aio::ConnectionManager); in \
+             the script, seed a missing counter from the clock (now in µs) before INCR."),
             outage),
-        case("round_trips_and_keys",
-            "One EVALSHA per call, keys named {namespace}:..., (scope, key) encoded without collisions, and a PEXPIRE on every record.",
+        case("round_trips_and_keys", Hints::new(
+            "One round trip per call; every key carries the hash tag {namespace}; every record's key expires, and only the \
+             token counter may live without expiry.",
+            "Redis Cluster runs a multi-key script only when all its keys share a hash slot, which one hash tag guarantees; \
+             every extra round trip adds a network latency to every request.",
+            "redis::Script sends EVALSHA (and the script itself once, on NOSCRIPT); keys {namespace}:r:<scope length>:\
+             <scope>:<key> and {namespace}:tokens; PEXPIRE inside the script."),
             round_trips_and_keys),
-        case("key_lifetimes",
-            "PTTL of every key after every call: an in-progress record expires at leased_until + retention (not with the lease, never \
-             without a TTL), a completed one at completed_at + retention; at most REDIS_EXPIRY_GRACE + the record's life again later. \
-             PEXPIRE takes milliseconds: round up.",
+        case("key_lifetimes", Hints::new(
+            "After every call, every key's PTTL: a record's key expires no earlier than the record is reaped \
+             (leased_until + retention in progress, completed_at + retention once completed) and at most \
+             REDIS_EXPIRY_GRACE plus the record's life again later; no key but the token counter lives forever.",
+            "A key's life mirrors its record's, not its lease: a key gone with the lease loses a record whose fingerprint \
+             and late complete still count; one that lives far longer is a leak (a TTL in the wrong unit?).",
+            "PEXPIRE the record key on every write: lease + retention at begin, retention at complete, in milliseconds \
+             rounded up from the µs times."),
             key_lifetimes),
-        case("expiry_in_real_time",
-            "Redis expires keys in real time: with a 50ms lease and 400ms retention, a record must survive 80ms past its lease \
-             (late complete, Mismatch, Replay). A TTL covering only the lease loses it.",
+        case("expiry_in_real_time", Hints::new(
+            "Real time passes while the test clock follows: a record survives in Redis past its lease, so a late complete \
+             lands, another fingerprint is still Mismatch and a retry replays.",
+            "Redis expires keys on its own clock, in real time: the key must outlive the record's whole contract lifetime, \
+             whatever the callers' clocks say.",
+            "As in key_lifetimes: a TTL of the record's whole remaining life (lease + retention while in progress), never \
+             just the lease."),
             expiry_in_real_time),
     ]
 }

@@ -22,7 +22,7 @@ use crate::isolation::trying;
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{
-    guarded, with_hint, Case, CaseError, CaseResult, Level, Panic, QUICK_DEADLINE as QUICK,
+    guarded, with_hint, Case, CaseError, CaseResult, Hints, Level, Panic, QUICK_DEADLINE as QUICK,
     THREADED_DEADLINE as THREADED,
 };
 
@@ -586,8 +586,8 @@ fn memory_follows_retention(make: Factory) -> CaseResult {
             return Err(CaseError::failed(format!(
                 "after {} unique keys ({PER_SECOND}/s, lease {lease}s, retention {retention}s, bodies of 2 bytes, keys of ~40), \
                  the store holds {} of heap: at most {live} records are within retention, so it may hold at most \
-                 {live} × MEMORY_PER_RECORD ({}) + MEMORY_SLACK ({}) = {}. Something keeps every key ever seen \
-                 (records never reaped, or a side index/intern pool never pruned)",
+                 {live} × MEMORY_PER_RECORD ({}) + MEMORY_SLACK ({}) = {}. The store holds on to records past \
+                 their retention, or to something for every key ever seen",
                 (second + 1) * PER_SECOND,
                 show_bytes(held),
                 show_bytes(MEMORY_PER_RECORD),
@@ -742,9 +742,9 @@ fn housekeeping_report(
         log.len(),
         3 * WAVE
     );
-    let sweep = "A sweep must remove exactly what has expired: an in-progress record lives until leased_until + \
-                 retention (not just its lease), a completed one until completed_at + retention (end exclusive). \
-                 Sweeping and reading a record must agree on that.";
+    let sweep = "A record disappears exactly when it ends, whatever housekeeping runs meanwhile: one left in \
+                 progress lives until leased_until + retention (not just its lease), a completed one until \
+                 completed_at + retention (end exclusive).";
     CaseError::failed(with_hint(report, sweep))
 }
 
@@ -755,66 +755,105 @@ pub const L3: Level = Level { number: 3, name: "threads" };
 pub const L4: Level = Level { number: 4, name: "memory" };
 pub const L5: Level = Level { number: 5, name: "redis" };
 
+/// `text` with `{order}` replaced by [`SETTLE_CHECK_ORDER`] as printed, so the order is
+/// written in one place. Leaked: hints are `&'static str`, and this costs a few hundred
+/// bytes per suite built.
+fn quoting_order(text: &'static str) -> &'static str {
+    Box::leak(text.replace("{order}", &format!("{SETTLE_CHECK_ORDER:?}")).into_boxed_str())
+}
+
 pub fn suite(make: Factory) -> Vec<Case> {
-    // Hints are `&'static str`; the two that quote SETTLE_CHECK_ORDER are built from it
-    // (leaked: a few hundred bytes per suite built, so the order is written once).
-    let case = |level, name, hint: String, deadline, run: fn(Factory) -> CaseResult| {
-        let hint: &'static str = Box::leak(hint.into_boxed_str());
-        Case::new(EXERCISE, level, name, hint, deadline, move || run(make))
+    let case = |level, name, hints: Hints, deadline, run: fn(Factory) -> CaseResult| {
+        Case::new(EXERCISE, level, name, hints, deadline, move || run(make))
     };
-    let order = format!("{SETTLE_CHECK_ORDER:?}");
     vec![
-        case(L1, "one_key_sequences",
-            "Every short sequence on one key (lease 2s, retention 4s, clock steps 3s): begin executes a new key with the next token (1, 2, ...), \
-             replays a completed one (status and body bytes exactly), answers InFlight while the lease runs and Mismatch for another fingerprint."
-                .into(),
+        case(L1, "one_key_sequences", Hints::new(
+            "Every short sequence on one key: the first begin executes with the next token (1, 2, ...); a retry while the lease \
+             runs is InFlight with exactly the time left; once completed, a retry with the same fingerprint replays the stored \
+             status and body bytes; another fingerprint is Mismatch.",
+            "An idempotency key turns a retry into a lookup: the record's state decides the answer and only the first request \
+             does the work. The record remembers which request it was for (the fingerprint), so a key reused for another \
+             request is caught, never replayed.",
+            "A map from (scope, key) to a record: fingerprint + state, InProgress { token, leased_until } or Completed { token, \
+             response, until }; one token counter for the store. begin: absent or past its end → insert, Execute; other \
+             fingerprint → Mismatch; completed → Replay; lease running → InFlight(leased_until − now); else take over."),
             QUICK, |make| exhaustive(&[short_config()], |_| letters(&[0]), 5, |_| true, |c, ops| replay_on(make, c, &numbered(ops)))),
-        case(L1, "two_key_sequences",
-            "Every short sequence over two keys in different scopes: records are per (scope, key) and never see each other.".into(),
+        case(L1, "two_key_sequences", Hints::new(
+            "Every short sequence over two keys in different scopes: records are per (scope, key), and nothing done to one \
+             shows in the other; tokens still come from one counter for the whole store.",
+            "Namespacing: distinct (scope, key) pairs must never reach the same record, whatever characters they contain. \
+             A composite key has to be encoded injectively.",
+            "Key the map by the pair itself, (String, String), or by a length-prefixed encoding; scope + \":\" + key confuses \
+             (\"t:x\", \"y\") with (\"t\", \"x:y\")."),
             QUICK, |make| exhaustive(&[short_config()], |_| letters(&[0, 1]), 4, |_| true, |c, ops| replay_on(make, c, &numbered(ops)))),
-        case(L2, "edges",
-            format!("Fencing: after a lease expires a retry takes over with a higher token and the old token's complete is StaleToken, \
-             even after the new executor completed (complete/abandon check {order}: the fence first); \
-             the current token may still complete if nobody took over; abandon frees the key at once; Mismatch wins over InFlight; \
-             retention ends at exactly completed_at + retention; sub-ms times are exact to the ns and Duration::MAX never ends (saturate); \
-             bodies are any bytes; scopes never collide (don't join scope and key with a separator)."),
+        case(L2, "edges", Hints::new(
+            "Edge cases: after a lease expires a retry takes over with a higher token, and the old token's complete or abandon \
+             is StaleToken, even once the new executor completed; the current token may complete after its lease ran out if \
+             nobody took over; abandon frees the key at once; Mismatch wins over InFlight; retention ends at exactly \
+             completed_at + retention; sub-millisecond times are exact; Duration::MAX never ends; bodies are any bytes; \
+             scopes never collide.",
+            quoting_order(
+                "Fencing tokens: a lease is a promise in time, and an executor paused past it (GC, a slow network) wakes up \
+                 not knowing. The token is the fence: every settle carries it and the store refuses a stale one whatever the \
+                 record's state. complete and abandon check {order}, the first that applies wins: the fence before the state."),
+            "In complete and abandon compare tokens, not times: look the record up, then refuse as settle_verdict (in the \
+             contract) does. Compute deadlines with checked or saturating addition (overflow means never) and compare \
+             now < deadline."),
             QUICK, |make| edge_scenarios().iter().try_for_each(|(c, ops)| replay_on(make, c, ops))),
-        case(L2, "random_sequences",
-            format!("Longer random sequences over 10 (scope, key) pairs (digits, separators, Unicode, empty strings), leases and retentions \
-             from 1ns to seconds and Duration::MAX, binary bodies. complete/abandon refuse in this order: {order}."),
+        case(L2, "random_sequences", Hints::new(
+            quoting_order(
+                "Longer random sequences over 10 (scope, key) pairs (digits, separators, Unicode, empty strings), leases and \
+                 retentions from a nanosecond to Duration::MAX, binary bodies. complete and abandon refuse with the first \
+                 that applies of {order}."),
+            "Every end is exclusive and exact to the nanosecond: a lease has run out at leased_until, a record is gone at its \
+             end; a record nobody completes still lives until leased_until + retention.",
+            "Store absolute deadlines (leased_until, until), saturating, and compare now < deadline; treat a record past its \
+             end as absent on every access, so expiry is exact whenever housekeeping runs."),
             QUICK, |make| random(random_ops(), Budget::default(), |(c, ops)| replay_on(make, c, ops))),
-        case(L3, "exactly_one_executes",
-            "8 identical requests at once: exactly one gets Execute. The check for a record and its creation must be one atomic step \
-             (comparing fingerprints may yield the thread here: don't release the lock between the check and the insert)."
-                .into(),
+        case(L3, "exactly_one_executes", Hints::new(
+            "8 identical requests at once: exactly one gets Execute; the others get InFlight, or Replay once it completed.",
+            "Check-then-act: looking for a record and creating it must be one atomic step, or two requests both find no record \
+             and both execute. Comparing fingerprints may yield the thread in this case, which widens any gap.",
+            "Hold one lock from the lookup through the insert (a Mutex around the map, or the key's shard lock, with the \
+             map's entry API under it); never release it between the check and the insert."),
             THREADED, exactly_one_executes),
-        case(L3, "linearizable",
-            "Concurrent begin/complete/abandon on several keys must be linearizable: each call reads and changes its record \
-             (and takes its token) in one critical section."
-                .into(),
+        case(L3, "linearizable", Hints::new(
+            "Concurrent begin, complete and abandon on several keys, the clock standing still: every result is explained by \
+             some one-at-a-time order of the calls.",
+            "Each call acts on its record in one atomic step: reading its state, deciding, changing it and, for Execute, \
+             taking a token together.",
+            "One critical section per call: lock the map (or the key's shard), read, decide, write, unlock. A replayed \
+             response is cloned inside it, or shared through an Arc."),
             THREADED, concurrent_case),
-        case(L3, "clock_moves",
-            "Concurrent calls on one key while the clock moves: read the clock inside the critical section. Reading the time \
-             before taking the lock lets a call act at a time the clock has already left (an InFlight or a takeover decided \
-             on a stale time)."
-                .into(),
+        case(L3, "clock_moves", Hints::new(
+            "Concurrent calls on one key while the clock moves: each call acts at the time it reads, so leases run out and \
+             records end mid-history as some one-at-a-time order of the calls and clock steps has it.",
+            "Time is part of the state: a call that reads the clock and then waits for its record acts at a time the clock \
+             has already left, e.g. answers InFlight for a lease that another call has already taken over.",
+            "Read the clock inside the critical section, after taking the lock, never before."),
             THREADED, clock_moves),
-        case(L3, "takeover_race",
-            "Leases expire while identical requests race and executors complete late: only the newest executor's complete lands \
-             (check the token and store the response in one critical section, at the time read inside it)."
-                .into(),
+        case(L3, "takeover_race", Hints::new(
+            "Leases run out while identical requests race and executors finish late: exactly one complete lands, the newest \
+             executor's, and every retry after it replays.",
+            "A fence is only as good as its atomicity: between an old executor's token check and its write, a retry may take \
+             over, and the old write lands anyway.",
+            "complete checks the token and stores the response in one critical section, at the time read inside it."),
             THREADED, takeover_race),
-        case(L4, "memory_follows_retention",
-            "150,000 unique keys at 1,000/s with a 5s retention, measured on the real heap: reap records past retention (completed, or \
-             in progress with an expired lease), e.g. sweep when the map has doubled since the last sweep; keep no side index of \
-             every key ever seen."
-                .into(),
+        case(L4, "memory_follows_retention", Hints::new(
+            "Unique keys keep arriving, most completed and a tenth left in progress: the real heap the store holds follows \
+             the records within retention (MEMORY_PER_RECORD bytes each, plus MEMORY_SLACK), not every key ever seen.",
+            "A record past its end answers exactly as no record, so it can be forgotten; but expiry checked only on access \
+             never forgets a key nobody asks for again.",
+            "Sweep the map when it has doubled since the last sweep (amortised O(1) per call), or keep records in an \
+             expiry-ordered queue and pop what has ended; keep no side index of every key ever seen."),
             THREADED, memory_follows_retention),
-        case(L4, "housekeeping",
-            "18,000 keys in every state with the clock crossing lease and retention ends, then every key read back: a sweep must \
-             remove exactly what has expired (an in-progress record lives until leased_until + retention, not just its lease; \
-             a completed one until completed_at + retention, end exclusive)."
-                .into(),
+        case(L4, "housekeeping", Hints::new(
+            "Thousands of keys in every state (completed, abandoned, left in progress), the clock crossing lease and retention \
+             ends, then every key read back: housekeeping removes exactly what has expired, nothing else.",
+            "Two readings of expiry must agree, the lookup's and the sweep's: a record left in progress lives until \
+             leased_until + retention (not just its lease), a completed one until completed_at + retention, end exclusive.",
+            "Give the record one end() (leased_until + retention, or until) and use it in both the lookup and the sweep: \
+             expired iff now ≥ end."),
             THREADED, housekeeping),
     ]
 }
