@@ -1,24 +1,15 @@
-//! Exercise: an idempotency-key store (the server side of safe retries).
+//! Statement: exercises/statements/idempotency.md (or `cargo grade idempotency --statement`).
 //!
-//! Implement [`IdempotencyStore`] for [`Store`]. The full contract is on the trait in
-//! `harness/src/idempotency.rs`; in short, `begin(scope, key, fingerprint)` answers:
-//! * `Execute(lease)` for a new key (or one whose executor's lease expired: take over
-//!   with a higher fencing token);
-//! * `Replay(response)` once completed; `InFlight` (409) while another executes;
-//!   `Mismatch` (422) for the same key with a different request;
-//! * `complete`/`abandon` only with the current token (stale tokens are refused,
-//!   checked in `SETTLE_CHECK_ORDER`: the fence before the state);
-//! * each call reads the clock inside its critical section (the grader moves the
-//!   clock while calls run); memory is measured on the real heap;
-//! * records are reaped after retention; scopes never see each other's keys;
-//! * under N concurrent identical requests, exactly one executes.
+//! Build the server side of safe retries: a store, keyed by the client's idempotency key,
+//! that lets the first request execute and replays its stored response to every retry,
+//! and answers 409 while it is in flight and 422 when the key is reused for another
+//! request. Then keep it right under concurrency, executors that outlive their lease,
+//! bounded memory, and many instances sharing one Redis.
 //!
-//! Level 5 puts the store on Redis ([`RedisStore`], see `RedisIdempotencyStore`): one
-//! Lua script per call, `{namespace}` hash tags, a timeout on every call, and fencing
-//! tokens that keep increasing even if Redis loses its data.
-//!
-//! Levels: L1 lifecycle, L2 leases, L3 threads, L4 memory, L5 Redis.
-//! Run `cargo grade` (L5 needs `redis-server` on the PATH, or `REDIS_URL`).
+//! Implement [`IdempotencyStore`] for [`Store`] (levels 1-4) and
+//! [`RedisIdempotencyStore`] for [`RedisStore`] (level 5). The contract is on those
+//! traits, in `harness/src/idempotency/contract.rs`. Run `cargo grade idempotency`;
+//! level 5 needs `redis-server` on the PATH (or `REDIS_URL`).
 
 use std::marker::PhantomData;
 

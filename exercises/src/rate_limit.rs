@@ -1,27 +1,15 @@
-//! Exercise: a keyed token-bucket rate limiter (per user, per endpoint, per tenant).
+//! Statement: exercises/statements/rate_limit.md (or `cargo grade rate_limit --statement`).
 //!
-//! Implement [`RateLimiter`] for [`Limiter`]. The full contract is on the trait in
-//! `harness/src/rate_limit.rs`; in short:
-//! * each key is a bucket of `burst` tokens refilled one per `period`; a fresh key is full;
-//! * `check(&[(key, quota), ...], cost)` is all-or-nothing across buckets: a denied
-//!   request consumes nothing anywhere; `cost == 0` is a peek;
-//! * `Decision` numbers are exact (integer nanoseconds): `retry_after` is the first
-//!   instant the same request would pass;
-//! * bad requests (no limits, a key twice, cost > burst) are errors that change nothing;
-//! * time never goes back for the limiter (use the latest time seen);
-//! * a key always comes with the same quota (the policy is part of the key);
-//! * periods may be a few nanoseconds and τ = burst × period up to 2^63 ns: exact
-//!   integer arithmetic, without overflow (`tat + cost × period` may not fit a u64);
-//! * full buckets must be forgotten, so memory follows the keys in debt (the grader
-//!   measures real heap bytes).
+//! Build a rate limiter for an API: each request names the buckets it counts against
+//! (per user, per endpoint, per tenant) and is allowed only if every one of them has
+//! room, with exact numbers for the client's `RateLimit` and `Retry-After` headers.
+//! Then make it thread-safe, keep its memory bounded under a flood of keys, and share
+//! it across instances through Redis.
 //!
-//! Level 5 puts the same limiter on Redis ([`RedisLimiter`], see `RedisRateLimiter`):
-//! one Lua script per check, keys hash-tagged `{namespace}:...`, time in µs, a timeout
-//! on every call (fail-open or fail-closed), reconnecting after an outage.
-//!
-//! Levels: L1 one bucket, L2 many buckets, L3 threads, L4 memory, L5 Redis.
-//! Run `cargo grade` (L5 needs `redis-server` on the PATH, or `REDIS_URL`).
-//! Hint: GCRA stores a single number per key (the "theoretical arrival time").
+//! Implement [`RateLimiter`] for [`Limiter`] (levels 1-4) and [`RedisRateLimiter`] for
+//! [`RedisLimiter`] (level 5). The contract is on those traits, in
+//! `harness/src/rate_limit/contract.rs`. Run `cargo grade rate_limit`; level 5 needs
+//! `redis-server` on the PATH (or `REDIS_URL`).
 
 use std::hash::Hash;
 use std::marker::PhantomData;
