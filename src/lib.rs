@@ -1,4 +1,5 @@
 //! The learner's and facilitator's tools around the grader: the JSON result document,
-//! and (in later modules) statements, progress, watch mode and the workshop scoreboard.
+//! the live workshop scoreboard, and (in later modules) statements, progress and watch mode.
 
 pub mod results;
+pub mod scoreboard;
