@@ -2,7 +2,8 @@
 //!
 //! Tests drive a [`ManualClock`] so that verdicts never depend on how fast the machine
 //! is; production code and benchmarks use [`SystemClock`], or the cheaper-to-read
-//! [`CoarseClock`] and [`TickingClock`] where millisecond resolution is enough. This is the only module in
+//! [`CoarseClock`] and [`TickingClock`] where millisecond resolution is enough, and
+//! [`WallClock`] for calendar time. This is the only module in
 //! the workspace allowed to call `Instant::now()` (see ARCHITECTURE.md).
 
 use std::fmt;
@@ -254,6 +255,26 @@ impl Clock for ManualClock {
     }
 }
 
+/// Calendar time: nanoseconds since the Unix epoch, for records that outlive the
+/// process (the workshop scoreboard's submission times survive a restart, where a
+/// monotonic clock's origin, the boot, would not). Not monotonic: the OS may step it.
+/// A time before the epoch reads as [`Timestamp::ZERO`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WallClock;
+
+impl WallClock {
+    pub fn shared() -> SharedClock {
+        Arc::new(WallClock)
+    }
+}
+
+impl Clock for WallClock {
+    fn now(&self) -> Timestamp {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Timestamp(since_epoch.map_or(0, duration_nanos).min(Timestamp::LATEST.0))
+    }
+}
+
 /// Real elapsed time for the runner's deadlines (not for exercises: they take a `Clock`).
 #[derive(Clone, Copy, Debug)]
 pub struct Stopwatch(Instant);
@@ -279,6 +300,12 @@ mod tests {
         assert_eq!(handle.now(), Timestamp::from_nanos(3_000_000_000));
         clock.set(Timestamp::from_nanos(5));
         assert_eq!(handle.now().as_nanos(), 5);
+    }
+
+    #[test]
+    fn the_wall_clock_counts_from_the_unix_epoch() {
+        let september_2020 = Timestamp::from_nanos(1_600_000_000 * 1_000_000_000);
+        assert!(WallClock.now() > september_2020, "{:?}", WallClock.now());
     }
 
     #[test]

@@ -116,13 +116,6 @@ impl From<[&'static str; 3]> for Hints {
     }
 }
 
-// TEMPORARY while the suites move to three tiers: a single hint is its behaviour tier.
-impl From<&'static str> for Hints {
-    fn from(behaviour: &'static str) -> Self {
-        Hints::new(behaviour, "", "")
-    }
-}
-
 /// A graded case. `run` is executed in an isolated child process by
 /// [`crate::isolation`], so it may assume a fresh process and may hang or crash.
 pub struct Case {
@@ -275,7 +268,7 @@ mod tests {
 
     #[test]
     fn ids_name_exercise_level_and_case() {
-        let case = Case::new("kata", Level { number: 2, name: "ttl" }, "edges", "", Duration::from_secs(1), || Ok(()));
+        let case = Case::new("kata", Level { number: 2, name: "ttl" }, "edges", ["", "", ""], Duration::from_secs(1), || Ok(()));
         assert_eq!(case.id, "kata::l2_ttl::edges");
         let prefixed = case.prefixed("reference");
         assert_eq!(prefixed.id, "reference::kata::l2_ttl::edges");
