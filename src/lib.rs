@@ -5,7 +5,7 @@
 
 pub mod progress;
 pub mod results;
-pub mod statement;
 pub mod scoreboard;
+pub mod statement;
 pub mod submit;
 pub mod watch;

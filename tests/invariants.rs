@@ -92,3 +92,44 @@ fn references_drop_in_over_attempts() {
         assert!(missing.is_empty(), "{} does not declare {missing:?}", reference.display());
     }
 }
+
+/// Every case teaches in three steps (behaviour, concept, approach): none is blank.
+#[test]
+fn every_case_has_three_hint_tiers() {
+    let cases = exercises::cases();
+    assert!(cases.len() > 50, "only {} cases", cases.len());
+    for case in &cases {
+        for tier in harness::HintTier::ALL {
+            let hint = case.hints.get(tier);
+            assert!(hint.trim().len() >= 20, "{}: the {} hint is blank or too short: {hint:?}", case.id, tier.name());
+        }
+        let [b, c, a] = harness::HintTier::ALL.map(|t| case.hints.get(t));
+        assert!(b != c && c != a && b != a, "{}: hint tiers repeat each other", case.id);
+    }
+}
+
+/// Every exercise has a statement the grader can read, naming exactly the suite's
+/// levels, and its stub's first line points to it.
+#[test]
+fn every_exercise_has_a_statement_and_its_stub_links_it() {
+    let cases = exercises::cases();
+    let mut names: Vec<&str> = cases.iter().map(|c| c.exercise).collect();
+    names.dedup();
+    for exercise in names {
+        let statement = backend_katas::statement::load(&root(), exercise).unwrap_or_else(|e| panic!("{e}"));
+        let levels: BTreeSet<String> = cases
+            .iter()
+            .filter(|c| c.exercise == exercise)
+            .map(|c| format!("- **L{} {}**", c.level.number, c.level.name))
+            .collect();
+        for level in &levels {
+            assert!(statement.body.contains(level.as_str()), "{exercise}: the statement does not list `{level}`");
+        }
+        let stub = fs::read_to_string(root().join(format!("exercises/src/{exercise}.rs"))).unwrap();
+        let first = stub.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("//! Statement: ") && first.contains(&format!("exercises/statements/{exercise}.md")),
+            "{exercise}: the stub's first line must link the statement: {first}"
+        );
+    }
+}

@@ -431,7 +431,7 @@ fn cases() -> Vec<(Case, Expect)> {
             "isolation",
             harness::Level { number: 0, name: "runner" },
             "slow_but_progressing",
-            "",
+            ["", "", ""],
             Duration::from_secs(2),
             || {
                 for _ in 0..40 {

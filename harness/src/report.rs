@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::isolation::{run_isolated, Outcome};
 use crate::suite::{Case, HintTier, Level};
@@ -44,7 +44,7 @@ pub fn run_all<'a>(cases: &'a [Case], jobs: usize, progress: impl Fn(&Graded<'_>
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(case) = cases.get(i) else { break };
-                let started = Instant::now();
+                let started = crate::clock::Stopwatch::start();
                 let outcome = run_isolated(case);
                 let graded = Graded { case, outcome, duration: started.elapsed() };
                 progress(&graded);

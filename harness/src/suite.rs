@@ -268,7 +268,10 @@ mod tests {
 
     #[test]
     fn ids_name_exercise_level_and_case() {
-        let case = Case::new("kata", Level { number: 2, name: "ttl" }, "edges", ["", "", ""], Duration::from_secs(1), || Ok(()));
+        let case =
+            Case::new("kata", Level { number: 2, name: "ttl" }, "edges", ["", "", ""], Duration::from_secs(1), || {
+                Ok(())
+            });
         assert_eq!(case.id, "kata::l2_ttl::edges");
         let prefixed = case.prefixed("reference");
         assert_eq!(prefixed.id, "reference::kata::l2_ttl::edges");

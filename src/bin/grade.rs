@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
 
 use backend_katas::progress::Progress;
 use backend_katas::results::{self, GradeResult, Target};
 use backend_katas::{statement, submit, watch};
 use clap::Parser;
+use harness::clock::Stopwatch;
 use harness::isolation::{serve_child_if_requested, Outcome};
 use harness::report::{render, run_all, CardNotes, Graded};
 use harness::Case;
@@ -115,7 +115,9 @@ fn save_progress(progress: &Progress, path: &Path) {
 }
 
 fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    use harness::clock::{Clock, WallClock};
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(WallClock.now().as_nanos());
+    humantime::format_rfc3339_seconds(now).to_string()
 }
 
 fn main() -> ExitCode {
@@ -125,8 +127,13 @@ fn main() -> ExitCode {
 
     let target = if args.reference { "reference::" } else { "attempt::" };
     let known: Vec<&str> = {
-        let mut names: Vec<&str> = cases.iter().map(|c| c.exercise).collect();
-        names.dedup();
+        // Both targets list every exercise: keep each name once, in suite order.
+        let mut names: Vec<&str> = Vec::new();
+        for case in &cases {
+            if !names.contains(&case.exercise) {
+                names.push(case.exercise);
+            }
+        }
         names
     };
     if let Some(exercise) = &args.exercise {
@@ -190,7 +197,7 @@ fn main() -> ExitCode {
     let whose = if args.reference { "reference solutions" } else { "your attempts" };
     eprintln!("grading {whose}: {} cases, {jobs} at a time, each isolated with a deadline", selected.len());
     let started_at = now_rfc3339();
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let on_progress = |g: &Graded<'_>| {
         eprint!("{}", if g.outcome.passed() { "." } else { "x" });
         let _ = std::io::stderr().flush();
