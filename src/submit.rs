@@ -79,10 +79,14 @@ pub fn submit(url: &str, submission: &Submission) -> Result<(), SubmitError> {
     Err(SubmitError::Refused { status, message })
 }
 
-/// What a verdict is, for "did it change": every case's id and outcome, and who.
+/// What a verdict is, for "did it change": who, every level's status and every
+/// case's outcome.
 fn verdict_signature(submission: &Submission) -> String {
     let mut signature = format!("{}\n{}\n", submission.workshop, submission.learner);
     for exercise in &submission.result.exercises {
+        for level in &exercise.levels {
+            signature.push_str(&format!("{} L{} {:?}\n", exercise.exercise, level.level, level.status));
+        }
         for case in &exercise.cases {
             signature.push_str(&format!("{} {:?}\n", case.id, case.outcome));
         }

@@ -272,3 +272,28 @@ fn a_subscriber_receives_an_event_after_each_submission() {
     // Stopping the board ends open streams instead of waiting for them.
     board.stop().unwrap();
 }
+
+/// The learner's side, `cargo grade --submit`'s client, against the real board: a
+/// submission lands, an unchanged verdict (watch mode) is not sent again, a changed one
+/// is, and a wrong code comes back as a typed refusal rather than a panic.
+#[test]
+fn the_learners_submit_client_reaches_the_board() {
+    use backend_katas::submit::{submit, submit_if_changed, Submission, SubmitError};
+    let board = start(&temp_db("client"), ManualClock::new().shared());
+    let last = temp_db("client-last").with_file_name("last-submission");
+    let mine =
+        |levels: &[LevelStatus]| Submission { workshop: CODE.into(), learner: "ada".into(), result: ttl_lru(levels) };
+    assert!(submit_if_changed(&board.url(), &mine(&[Failed]), &last).unwrap(), "the first verdict is sent");
+    assert!(!submit_if_changed(&board.url(), &mine(&[Failed]), &last).unwrap(), "the same verdict is not sent again");
+    assert_eq!(learner(&board_json(&board), "ada")["submissions"], 1);
+    assert!(submit_if_changed(&board.url(), &mine(&[Passed, Failed]), &last).unwrap(), "a changed verdict is sent");
+    let view = board_json(&board);
+    assert_eq!(learner(&view, "ada")["submissions"], 2);
+    assert_eq!(cell(&view, "ada", 1), "passed");
+
+    let wrong = Submission { workshop: "NOPE".into(), ..mine(&[Passed]) };
+    match submit(&board.url(), &wrong) {
+        Err(SubmitError::Refused { status: 403, message }) => assert!(!message.is_empty()),
+        other => panic!("a wrong code must be refused with 403, got {other:?}"),
+    }
+}
