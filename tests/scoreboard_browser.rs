@@ -13,13 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use backend_katas::results::{ExerciseResult, GradeResult, LevelResult, LevelStatus, Target, SCHEMA, VERSION};
+mod support;
+
+use backend_katas::results::{GradeResult, LevelStatus};
 use backend_katas::scoreboard::{Catalog, Config, Running};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use harness::clock::{Stopwatch, WallClock};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
+use support::ttl_lru;
 
 const CODE: &str = "BROWSER";
 /// The longest any one thing may take to show up on the page.
@@ -67,37 +70,6 @@ fn start_chromedriver(chromedriver: &Path) -> Result<(Driver, String), Error> {
             return Err(format!("chromedriver not ready on {url} after {PATIENCE:?}").into());
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ttl_lru(levels: &[LevelStatus]) -> GradeResult {
-    let highest = levels.iter().take_while(|s| **s == LevelStatus::Passed).count() as u8;
-    GradeResult {
-        schema: SCHEMA.into(),
-        version: VERSION,
-        tool_version: "0.1.0".into(),
-        target: Target::Attempt,
-        started_at: "2026-01-01T10:00:00Z".into(),
-        duration_ms: 900,
-        exercises: vec![ExerciseResult {
-            exercise: "ttl_lru".into(),
-            highest_level_passed: highest,
-            levels: levels
-                .iter()
-                .zip(1u8..)
-                .map(|(&status, level)| LevelResult {
-                    level,
-                    name: format!("level{level}"),
-                    passed: 0,
-                    total: 1,
-                    status,
-                    regression: false,
-                })
-                .collect(),
-            cases: Vec::new(),
-        }],
-        passed: 0,
-        total: 0,
     }
 }
 
