@@ -108,8 +108,9 @@ fn every_case_has_three_hint_tiers() {
     }
 }
 
-/// Every exercise has a statement the grader can read, naming exactly the suite's
-/// levels, and its stub's first line points to it.
+/// Every exercise has a statement the grader can read (`statement::parse` also checks
+/// that the probe section comes last), listing exactly the suite's levels in order, and
+/// its stub's first line points to it.
 #[test]
 fn every_exercise_has_a_statement_and_its_stub_links_it() {
     let cases = exercises::cases();
@@ -117,13 +118,21 @@ fn every_exercise_has_a_statement_and_its_stub_links_it() {
     names.dedup();
     for exercise in names {
         let statement = backend_katas::statement::load(&root(), exercise).unwrap_or_else(|e| panic!("{e}"));
-        let levels: BTreeSet<String> = cases
+        // The statement's level lines, in order, are exactly the suite's levels.
+        let mut levels: Vec<String> = cases
             .iter()
             .filter(|c| c.exercise == exercise)
-            .map(|c| format!("- **L{} {}**", c.level.number, c.level.name))
+            .map(|c| format!("- **L{} {}**: ", c.level.number, c.level.name))
             .collect();
-        for level in &levels {
-            assert!(statement.body.contains(level.as_str()), "{exercise}: the statement does not list `{level}`");
+        levels.dedup();
+        let listed: Vec<&str> = statement
+            .body
+            .lines()
+            .filter(|l| l.strip_prefix("- **L").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit())))
+            .collect();
+        assert_eq!(listed.len(), levels.len(), "{exercise}: the statement's level lines {listed:?}");
+        for (line, level) in listed.iter().zip(&levels) {
+            assert!(line.starts_with(level.as_str()), "{exercise}: `{line}` should start with `{level}`");
         }
         let stub = fs::read_to_string(root().join(format!("exercises/src/{exercise}.rs"))).unwrap();
         let first = stub.lines().next().unwrap_or_default();

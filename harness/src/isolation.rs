@@ -194,6 +194,12 @@ impl Outcome {
         matches!(self, Outcome::Passed)
     }
 
+    /// A verdict against the attempt: neither passed, nor still a stub, nor unable to
+    /// run here. The card explains the first such case; `--hint` hints at it.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Outcome::Passed | Outcome::NotImplemented { .. } | Outcome::Skipped { .. })
+    }
+
     /// One word for the report card.
     pub fn label(&self) -> &'static str {
         match self {

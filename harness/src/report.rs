@@ -113,9 +113,7 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>], no
         };
         let _ = writeln!(text, "  {:<20} {passed:>2}/{:<2}  {status}{regression}", level.to_string(), cases.len());
     }
-    let first_failure = graded.iter().find(|g| {
-        !g.outcome.passed() && !matches!(g.outcome, Outcome::NotImplemented { .. } | Outcome::Skipped { .. })
-    });
+    let first_failure = graded.iter().find(|g| g.outcome.is_failure());
     match first_failure {
         Some(g) => {
             let _ = writeln!(text, "\n  First failure: {} ({})", g.case.local_id(), g.outcome.label());

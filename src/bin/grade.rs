@@ -304,9 +304,7 @@ fn grade_until_a_level_fails<'a>(
 
 /// The failure the card explains: the first case, in order, that failed for real.
 fn first_failure<'a, 'b>(graded: &'b [Graded<'a>]) -> Option<&'b Graded<'a>> {
-    graded
-        .iter()
-        .find(|g| !g.outcome.passed() && !matches!(g.outcome, Outcome::NotImplemented { .. } | Outcome::Skipped { .. }))
+    graded.iter().find(|g| g.outcome.is_failure())
 }
 
 fn reveal_next_hint(graded: &[Graded<'_>], progress: Option<&mut Progress>) {

@@ -863,21 +863,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_statement_names_the_suite_levels_in_order_and_ends_with_the_probes() {
-        let statement = include_str!("../../../exercises/statements/idempotency.md");
-        let levels: Vec<&str> = statement
-            .lines()
-            .filter(|l| l.strip_prefix("- **L").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit())))
-            .collect();
-        assert_eq!(levels.len(), 5, "{levels:?}");
-        for (line, level) in levels.iter().zip([L1, L2, L3, L4, L5]) {
-            assert!(line.starts_with(&format!("- **L{} {}**: ", level.number, level.name)), "{line}");
-        }
-        let last = statement.lines().rfind(|l| l.starts_with("## "));
-        assert_eq!(last, Some("## What interviewers probe next"));
-    }
-
-    #[test]
     fn hints_quote_the_settle_order_from_its_constant() {
         let quoted = quoting_order("refuse with {order}");
         assert_eq!(quoted, format!("refuse with {SETTLE_CHECK_ORDER:?}"));
