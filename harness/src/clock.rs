@@ -275,6 +275,68 @@ impl Clock for WallClock {
     }
 }
 
+/// Async time for the async exercises (retry, conn_pool, the circuit breaker's async
+/// call): the time and sleeping, both through the handle an attempt is given, so that a
+/// test can run hours of back-off or idle reaping in microseconds of real time.
+pub trait Timer: Clock {
+    /// A future that completes once `d` has passed on this timer's clock (`Duration::MAX`:
+    /// never). Dropping it cancels the sleep. A timeout is a `select` between the work and
+    /// a sleep (e.g. `tokio::select!`), so a timer needs nothing else.
+    fn sleep(&self, d: Duration) -> Sleep;
+}
+
+/// What [`Timer::sleep`] returns: boxed so that the trait stays object-safe.
+pub type Sleep = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// How exercises hold their timer: shared, dynamically dispatched.
+pub type SharedTimer = Arc<dyn Timer>;
+
+/// Tokio's timer, read as a [`Timer`]: real time in production and benchmarks. Inside a
+/// runtime built with `start_paused(true)` (tests) it is virtual: when every task is
+/// waiting, tokio jumps the time to the next sleep's deadline, so a test never waits
+/// and never races the machine's speed. Tokio's timer wheel has millisecond resolution:
+/// a sleep ends on the first whole millisecond (since the runtime's start) at or after
+/// its deadline, and [`Clock::now`] reads that time. Must be created and used inside a
+/// Tokio runtime with time enabled.
+#[derive(Clone, Debug)]
+pub struct TokioTimer {
+    origin: tokio::time::Instant,
+}
+
+impl TokioTimer {
+    /// A timer whose origin ([`Timestamp::ZERO`]) is now. Panics outside a Tokio runtime.
+    pub fn new() -> Self {
+        TokioTimer { origin: tokio::time::Instant::now() }
+    }
+
+    pub fn shared() -> SharedTimer {
+        Arc::new(Self::new())
+    }
+}
+
+impl Default for TokioTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioTimer {
+    fn now(&self) -> Timestamp {
+        Timestamp(duration_nanos(self.origin.elapsed()).min(Timestamp::LATEST.0))
+    }
+}
+
+impl Timer for TokioTimer {
+    fn sleep(&self, d: Duration) -> Sleep {
+        // tokio::time::sleep saturates an overflowing deadline to "far future" (~30 years),
+        // which a test's virtual clock could reach: "never" must stay never.
+        if d == Duration::MAX {
+            return Box::pin(std::future::pending());
+        }
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
 /// Real elapsed time for the runner's deadlines (not for exercises: they take a `Clock`).
 #[derive(Clone, Copy, Debug)]
 pub struct Stopwatch(Instant);
@@ -291,6 +353,24 @@ impl Stopwatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tokio_timer_is_virtual_in_a_paused_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let real = Stopwatch::start();
+        runtime.block_on(async {
+            let timer = TokioTimer::shared();
+            assert_eq!(timer.now(), Timestamp::ZERO);
+            timer.sleep(Duration::from_secs(3600)).await;
+            assert_eq!(timer.now(), Timestamp::from_nanos(3_600_000_000_000));
+            // A sub-millisecond sleep ends on the next whole millisecond.
+            timer.sleep(Duration::from_micros(10)).await;
+            assert_eq!(timer.now(), Timestamp::from_nanos(3_600_001_000_000));
+            let never = tokio::time::timeout(Duration::from_secs(1 << 40), timer.sleep(Duration::MAX)).await;
+            assert!(never.is_err(), "a sleep of Duration::MAX must never end");
+        });
+        assert!(real.elapsed() < Duration::from_secs(10), "virtual time took {:?} of real time", real.elapsed());
+    }
 
     #[test]
     fn manual_clock_clones_share_time() {

@@ -27,6 +27,7 @@ pub mod top_k;
 pub mod ttl_lru;
 pub mod watchdog;
 
+pub use clock::{SharedTimer, Timer, TokioTimer};
 pub use suite::{Case, CaseError, CaseResult, HintTier, Hints, Level};
 
 /// One implementation of every exercise: the learner's attempts or the references.
