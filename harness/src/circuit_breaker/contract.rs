@@ -40,12 +40,26 @@ pub struct BreakerConfig {
     pub probes: u32,
 }
 
+/// A duration in a counterexample: `Duration::MAX` reads as what it means.
+pub(super) fn show(d: Duration) -> String {
+    if d == Duration::MAX {
+        "never".to_string()
+    } else {
+        format!("{d:?}")
+    }
+}
+
 impl fmt::Debug for BreakerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "breaker = Breaker::new(window {}, min_calls {}, failure_rate {}%, slow_call > {:?}, cool_down {:?}, probes {}, clock)",
-            self.window, self.min_calls, self.failure_rate_percent, self.slow_call, self.cool_down, self.probes
+            "breaker = Breaker::new(window {}, min_calls {}, failure_rate {}%, slow_call > {}, cool_down {}, probes {}, clock)",
+            self.window,
+            self.min_calls,
+            self.failure_rate_percent,
+            show(self.slow_call),
+            show(self.cool_down),
+            self.probes
         )
     }
 }

@@ -442,7 +442,7 @@ fn config_errors(make: Factory) -> CaseResult {
 // Threads
 // ---------------------------------------------------------------------------------
 
-const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 300), (3, 4, 300), (4, 5, 150)], seed: 0xb4ea_4e5 };
+const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 400), (3, 4, 400), (4, 6, 200)], seed: 0xb4ea_4e5 };
 
 const CONCURRENT_CONFIG: BreakerConfig = BreakerConfig {
     window: 3,
@@ -484,7 +484,7 @@ fn linearizable(make: Factory) -> CaseResult {
 /// Many threads race for probes: in every round exactly `probes` are admitted.
 fn exact_probes(make: Factory) -> CaseResult {
     const THREADS: usize = 8;
-    const ROUNDS: usize = 150;
+    const ROUNDS: usize = 300;
     const PROBES: u32 = 3;
     let config = BreakerConfig {
         window: 1,
@@ -884,7 +884,7 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "An enum State { Closed { window }, Open { until }, HalfOpen { admitted, succeeded } } plus a generation \
              number under one Mutex; a permit carries the generation and its acquire time; on record, ignore it if the \
              generation changed, else update the phase and transition."),
-            QUICK, |make| exhaustive_on(make, &STATE_MACHINE_CONFIGS, state_machine_letters, 5)),
+            QUICK, |make| exhaustive_on(make, &STATE_MACHINE_CONFIGS, state_machine_letters, 6)),
         case(L1, "edges", Hints::new(
             "Edge cases: rejected with retry_after 1ns one nanosecond before the cool-down ends and a probe at it; late \
              outcomes of calls admitted before a state change; a dropped probe freeing its slot; one probe success of two \
@@ -911,7 +911,7 @@ pub fn suite(make: Factory) -> Vec<Case> {
              late outcomes ignored, slow measured per permit from its own acquire time.",
             "Keep all of it in one state struct and derive every answer from it; compute rates with integers \
              (failures * 100 >= percent * calls); store each permit's acquire instant in the permit."),
-            QUICK, |make| random_case(make, Budget::default(), 40)),
+            QUICK, |make| random_case(make, Budget { cases: 1000, ..Budget::default() }, 40)),
         case(L2, "long_sequences", Hints::new(
             "Sequences of up to 300 calls: the window keeps sliding through many openings and closings, and the answers \
              stay right however long the history runs.",
@@ -919,7 +919,7 @@ pub fn suite(make: Factory) -> Vec<Case> {
              the window, or a window that is not emptied when the breaker closes, shows only after many calls.",
             "When popping the oldest outcome, subtract it from the running count; on closing from Half-open, start a \
              new empty window (and count) rather than reusing the old one."),
-            QUICK, |make| random_case(make, Budget { cases: 40, ..Budget::default() }, 300)),
+            QUICK, |make| random_case(make, Budget { cases: 100, ..Budget::default() }, 300)),
         case(L3, "linearizable", Hints::new(
             "Threads acquire, record and drop permits while the clock moves: every result must be explained by some \
              one-at-a-time order of the calls, each taking effect at one instant.",
@@ -955,7 +955,7 @@ pub fn suite(make: Factory) -> Vec<Case> {
              in; time is the timer's, read when the permit is acquired and when the call ends.",
             "Build the async breaker around your synchronous Breaker with TimerClock::shared(timer) as its clock, so the \
              rules (generations included) live in one place."),
-            QUICK, |make| random(random_calls(), Budget { cases: 128, ..Budget::default() }, |(c, ops)| async_replay(make, c, ops))),
+            QUICK, |make| random(random_calls(), Budget { cases: 768, ..Budget::default() }, |(c, ops)| async_replay(make, c, ops))),
         case(L4, "timeout_cancels_work", Hints::new(
             "A call still running at its timeout returns Err(Timeout) exactly then, and its work future is dropped \
              (cancelled) at that moment. Timeouts under 1ms are refused with TimeoutTooShort, after the config is checked.",
