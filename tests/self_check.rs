@@ -407,7 +407,11 @@ fn cases() -> Vec<(Case, Expect)> {
     for (name, make) in ttl_lru_correct_attempts() {
         cases.extend(suite(make).into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{name}")), Expect::Pass)));
     }
-    for mutant in mutants() {
+    // The circuit breaker's plain base and correct attempts (tests/mutants/circuit_breaker.rs).
+    for (prefix, suite) in mutants::circuit_breaker::must_pass() {
+        cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
+    }
+    for mutant in mutants().into_iter().chain(mutants::circuit_breaker::mutants()) {
         let case = mutant
             .suite
             .into_iter()
@@ -422,6 +426,7 @@ fn cases() -> Vec<(Case, Expect)> {
         top_k: top_k::factory::<mutants::stubs::Stub>(),
         idempotency: idempotency::factory::<mutants::stubs::Stub>(),
         idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
+        circuit_breaker: harness::circuit_breaker::factory::<mutants::stubs::Stub, mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     // Deadlines count from the last sign of life: a case that keeps making progress for

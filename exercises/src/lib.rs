@@ -4,6 +4,7 @@
 //!
 //! [`cases`] is wiring for the graders; you should not need to change it.
 
+pub mod circuit_breaker;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod top_k;
@@ -20,5 +21,6 @@ pub fn cases() -> Vec<Case> {
         top_k: harness::top_k::factory::<top_k::TopK>(),
         idempotency: harness::idempotency::factory::<idempotency::Store>(),
         idempotency_redis: harness::idempotency::redis_factory::<idempotency::RedisStore>(),
+        circuit_breaker: harness::circuit_breaker::factory::<circuit_breaker::Breaker, circuit_breaker::AsyncBreaker>(),
     })
 }

@@ -12,6 +12,7 @@
 //! This crate never depends on `exercises` or `solutions`: suites are handed the
 //! implementation to grade.
 
+pub mod circuit_breaker;
 pub mod clock;
 pub mod heap;
 pub mod idempotency;
@@ -38,12 +39,20 @@ pub struct Implementations {
     pub top_k: top_k::Factory,
     pub idempotency: idempotency::Factory,
     pub idempotency_redis: idempotency::RedisFactory,
+    pub circuit_breaker: circuit_breaker::Factory,
 }
 
 /// Every graded case of every exercise, in report-card order.
 pub fn all_cases(implementations: Implementations) -> Vec<Case> {
-    let Implementations { ttl_lru, rate_limit, rate_limit_redis, top_k, idempotency, idempotency_redis } =
-        implementations;
+    let Implementations {
+        ttl_lru,
+        rate_limit,
+        rate_limit_redis,
+        top_k,
+        idempotency,
+        idempotency_redis,
+        circuit_breaker,
+    } = implementations;
     [
         ttl_lru::suite(ttl_lru),
         rate_limit::suite(rate_limit),
@@ -51,6 +60,7 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         top_k::suite(top_k),
         idempotency::suite(idempotency),
         idempotency::redis_suite(idempotency_redis),
+        circuit_breaker::suite(circuit_breaker),
     ]
     .into_iter()
     .flatten()

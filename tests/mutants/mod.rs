@@ -1,6 +1,8 @@
 //! Bundled buggy variants, one module per exercise, each bug named after what it gets
 //! wrong. `tests/self_check.rs` checks that the case each one names rejects it.
 
+pub mod circuit_breaker;
+pub mod circuit_breaker_attempts;
 pub mod idempotency;
 pub mod idempotency_attempts;
 pub mod rate_limit;

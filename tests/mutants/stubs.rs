@@ -104,3 +104,47 @@ impl RedisIdempotencyStore for Stub {
         todo!()
     }
 }
+
+impl harness::circuit_breaker::CallPermit for Stub {
+    fn record_success(self) {
+        todo!()
+    }
+    fn record_failure(self) {
+        todo!()
+    }
+}
+
+impl harness::circuit_breaker::CircuitBreaker for Stub {
+    type Permit = Stub;
+    fn new(
+        _: harness::circuit_breaker::BreakerConfig,
+        _: SharedClock,
+    ) -> Result<Self, harness::circuit_breaker::ConfigError> {
+        todo!()
+    }
+    fn try_acquire(&self) -> Result<Stub, harness::circuit_breaker::Rejected> {
+        todo!()
+    }
+    fn state(&self) -> harness::circuit_breaker::State {
+        todo!()
+    }
+}
+
+impl harness::circuit_breaker::AsyncCircuitBreaker for Stub {
+    fn new(
+        _: harness::circuit_breaker::BreakerConfig,
+        _: Duration,
+        _: harness::clock::SharedTimer,
+    ) -> Result<Self, harness::circuit_breaker::ConfigError> {
+        todo!()
+    }
+    async fn call<T: Send, E: Send, F: std::future::Future<Output = Result<T, E>> + Send>(
+        &self,
+        _: F,
+    ) -> Result<T, harness::circuit_breaker::CallError<E>> {
+        todo!()
+    }
+    fn state(&self) -> harness::circuit_breaker::State {
+        todo!()
+    }
+}
