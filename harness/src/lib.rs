@@ -13,6 +13,7 @@
 //! implementation to grade.
 
 pub mod clock;
+pub mod conn_pool;
 pub mod heap;
 pub mod idempotency;
 pub mod isolation;
@@ -38,12 +39,22 @@ pub struct Implementations {
     pub top_k: top_k::Factory,
     pub idempotency: idempotency::Factory,
     pub idempotency_redis: idempotency::RedisFactory,
+    pub conn_pool: conn_pool::Factory,
+    pub conn_pool_redis: conn_pool::RedisFactory,
 }
 
 /// Every graded case of every exercise, in report-card order.
 pub fn all_cases(implementations: Implementations) -> Vec<Case> {
-    let Implementations { ttl_lru, rate_limit, rate_limit_redis, top_k, idempotency, idempotency_redis } =
-        implementations;
+    let Implementations {
+        ttl_lru,
+        rate_limit,
+        rate_limit_redis,
+        top_k,
+        idempotency,
+        idempotency_redis,
+        conn_pool,
+        conn_pool_redis,
+    } = implementations;
     [
         ttl_lru::suite(ttl_lru),
         rate_limit::suite(rate_limit),
@@ -51,6 +62,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         top_k::suite(top_k),
         idempotency::suite(idempotency),
         idempotency::redis_suite(idempotency_redis),
+        conn_pool::suite(conn_pool),
+        conn_pool::redis_suite(conn_pool_redis),
     ]
     .into_iter()
     .flatten()

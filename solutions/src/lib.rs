@@ -4,6 +4,7 @@
 //! Each module is a drop-in replacement for the matching file in `exercises/src/`:
 //! same type names, same imports.
 
+pub mod conn_pool;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod top_k;
@@ -20,5 +21,7 @@ pub fn cases() -> Vec<Case> {
         top_k: harness::top_k::factory::<top_k::TopK>(),
         idempotency: harness::idempotency::factory::<idempotency::Store>(),
         idempotency_redis: harness::idempotency::redis_factory::<idempotency::RedisStore>(),
+        conn_pool: harness::conn_pool::factory::<conn_pool::Pool<_>>(),
+        conn_pool_redis: harness::conn_pool::redis_factory::<conn_pool::Pool<_>>(),
     })
 }
