@@ -407,7 +407,10 @@ fn cases() -> Vec<(Case, Expect)> {
     for (name, make) in ttl_lru_correct_attempts() {
         cases.extend(suite(make).into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{name}")), Expect::Pass)));
     }
-    for mutant in mutants() {
+    for (prefix, suite) in mutants::conn_pool::must_pass() {
+        cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
+    }
+    for mutant in mutants().into_iter().chain(mutants::conn_pool::mutants()) {
         let case = mutant
             .suite
             .into_iter()

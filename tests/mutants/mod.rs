@@ -1,6 +1,7 @@
 //! Bundled buggy variants, one module per exercise, each bug named after what it gets
 //! wrong. `tests/self_check.rs` checks that the case each one names rejects it.
 
+pub mod conn_pool;
 pub mod idempotency;
 pub mod idempotency_attempts;
 pub mod rate_limit;

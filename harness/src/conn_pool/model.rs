@@ -317,7 +317,8 @@ impl Model {
 
     fn cancel_oldest(&mut self) {
         let waiting = self.waiters.front().map(|&(g, _)| g);
-        let connecting = self.hanging.iter().filter_map(|&(o, _)| if let Opener::Get(g) = o { Some(g) } else { None }).min();
+        let connecting =
+            self.hanging.iter().filter_map(|&(o, _)| if let Opener::Get(g) = o { Some(g) } else { None }).min();
         match (waiting, connecting) {
             (Some(w), Some(c)) if c < w => self.abandon(c),
             (Some(_), _) => {

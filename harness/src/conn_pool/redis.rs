@@ -43,7 +43,10 @@ fn build(
 }
 
 /// `get()` within the liveness bound; a hang is a failure with its own report.
-async fn get_bounded(pool: &dyn ErasedPool<RedisConn>, what: &str) -> Result<Result<ErasedGuard<RedisConn>, PoolError>, CaseError> {
+async fn get_bounded(
+    pool: &dyn ErasedPool<RedisConn>,
+    what: &str,
+) -> Result<Result<ErasedGuard<RedisConn>, PoolError>, CaseError> {
     let _call = crate::watchdog::InFlight::new(what.to_string());
     let started = Stopwatch::start();
     match tokio::time::timeout(liveness_bound(), pool.get()).await {
@@ -69,17 +72,20 @@ fn reuse(make: RedisFactory) -> CaseResult {
     rt.block_on(async {
         let pool = build(make, &server, redis_pool_config(2, 0))?;
         let fail = |why: String| CaseError::failed(format!("{:?} on Redis: {why}", redis_pool_config(2, 0)));
-        let mut first = get_bounded(pool.as_ref(), "first get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
+        let mut first =
+            get_bounded(pool.as_ref(), "first get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
         let id = client_id(&mut first).await.map_err(&fail)?;
         drop(first);
-        let mut again = get_bounded(pool.as_ref(), "second get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
+        let mut again =
+            get_bounded(pool.as_ref(), "second get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
         let again_id = client_id(&mut again).await.map_err(&fail)?;
         if again_id != id {
             return Err(fail(format!(
                 "get, CLIENT ID = {id}, drop, get: CLIENT ID = {again_id}: the returned connection was not reused"
             )));
         }
-        let mut other = get_bounded(pool.as_ref(), "third get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
+        let mut other =
+            get_bounded(pool.as_ref(), "third get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
         let other_id = client_id(&mut other).await.map_err(&fail)?;
         if other_id == id {
             return Err(fail("two guards alive at once share one connection".to_string()));
@@ -173,10 +179,16 @@ fn outage(make: RedisFactory) -> CaseResult {
     }
     rt.block_on(async {
         for round in 0..4 {
-            let mut one = get_bounded(pool.as_ref(), "get() after the restart").await?.map_err(|e| fail(format!("round {round}: get() -> {e:?}")))?;
-            let mut two = get_bounded(pool.as_ref(), "get() after the restart").await?.map_err(|e| fail(format!("round {round}: get() -> {e:?}")))?;
+            let mut one = get_bounded(pool.as_ref(), "get() after the restart")
+                .await?
+                .map_err(|e| fail(format!("round {round}: get() -> {e:?}")))?;
+            let mut two = get_bounded(pool.as_ref(), "get() after the restart")
+                .await?
+                .map_err(|e| fail(format!("round {round}: get() -> {e:?}")))?;
             for guard in [&mut one, &mut two] {
-                ping(guard).await.map_err(|why| fail(format!("round {round} after the restart: a dead connection handed out (PING: {why})")))?;
+                ping(guard).await.map_err(|why| {
+                    fail(format!("round {round} after the restart: a dead connection handed out (PING: {why})"))
+                })?;
             }
         }
         Ok(())

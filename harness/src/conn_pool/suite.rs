@@ -231,8 +231,8 @@ impl Drop for Driver {
 
 fn replay_on(make: Factory, config: &Config, ops: &[Op]) -> CaseResult {
     replay::<PoolSpec, _>(config, ops, |c| {
-        let mut driver = Driver::start(make, c.pool, None)
-            .unwrap_or_else(|e| panic!("Pool::new refused a valid config: {e:?}"));
+        let mut driver =
+            Driver::start(make, c.pool, None).unwrap_or_else(|e| panic!("Pool::new refused a valid config: {e:?}"));
         move |op: &Op| driver.apply(op)
     })
 }
@@ -360,9 +360,7 @@ fn l1_edges(make: Factory) -> CaseResult {
 }
 
 fn l1_random(make: Factory) -> CaseResult {
-    random(random_scripts(false, false), Budget { cases: 96, ..Budget::default() }, |(c, ops)| {
-        replay_on(make, c, ops)
-    })
+    random(random_scripts(false, false), Budget { cases: 96, ..Budget::default() }, |(c, ops)| replay_on(make, c, ops))
 }
 
 fn config_errors(make: Factory) -> CaseResult {
@@ -407,7 +405,10 @@ fn l2_edges(make: Factory) -> CaseResult {
             // Lifetime to the millisecond: at opened + max_lifetime a connection is closed.
             (config(1, 0, 50, Some(40), None), vec![Get, Advance(39), DropOldest, Get, Advance(1), DropOldest, Get]),
             // Idle timeout from the return, not from the opening.
-            (config(1, 0, 50, None, Some(20)), vec![Get, Advance(30), DropOldest, Advance(19), Get, DropOldest, Advance(20), Get]),
+            (
+                config(1, 0, 50, None, Some(20)),
+                vec![Get, Advance(30), DropOldest, Advance(19), Get, DropOldest, Advance(20), Get],
+            ),
             // A returned connection past its lifetime is closed, and its slot goes to the waiter.
             (config(1, 0, 50, Some(30), None), vec![Get, Get, Advance(30), DropOldest, Advance(5)]),
             // A broken connection handed to a waiter is replaced; while the server is down
@@ -422,9 +423,7 @@ fn l2_edges(make: Factory) -> CaseResult {
 }
 
 fn l2_random(make: Factory) -> CaseResult {
-    random(random_scripts(true, false), Budget { cases: 128, ..Budget::default() }, |(c, ops)| {
-        replay_on(make, c, ops)
-    })
+    random(random_scripts(true, false), Budget { cases: 128, ..Budget::default() }, |(c, ops)| replay_on(make, c, ops))
 }
 
 fn l3_cancellation(make: Factory) -> CaseResult {
@@ -439,9 +438,7 @@ fn l3_cancellation(make: Factory) -> CaseResult {
         Op::Advance(10),
     ];
     exhaustive_on(make, &configs, alphabet, 4)?;
-    random(random_scripts(true, true), Budget { cases: 96, ..Budget::default() }, |(c, ops)| {
-        replay_on(make, c, ops)
-    })
+    random(random_scripts(true, true), Budget { cases: 96, ..Budget::default() }, |(c, ops)| replay_on(make, c, ops))
 }
 
 /// What one task of the stress case saw, for the report.
