@@ -464,3 +464,54 @@ impl Spec for PoolSpec {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(config: Config, ops: &[Op]) -> Vec<Output> {
+        let mut model = PoolSpec::model(&config);
+        ops.iter().map(|op| PoolSpec::step(&mut model, op)).collect()
+    }
+
+    /// The worked example of `exercises/statements/conn_pool.md`, step by step: the
+    /// statement and the model agree.
+    #[test]
+    fn model_agrees_with_the_statements_worked_example() {
+        use Op::*;
+        let ops = [
+            Get,
+            Get,
+            Get,
+            Advance(10),
+            DropOldest,
+            Get,
+            Advance(30),
+            DropOldest,
+            BreakNewest,
+            DropNewest,
+            Get,
+            DropOldest,
+            Advance(50),
+            Get,
+        ];
+        let shown: Vec<String> = run(config(2, 0, 30, None, Some(50)), &ops).iter().map(|o| format!("{o:?}")).collect();
+        let expected = [
+            "get#0 = c0; in_use 1 idle 0 waiting 0 total_waits 0, open 1",
+            "get#1 = c1; in_use 2 idle 0 waiting 0 total_waits 0, open 2",
+            "in_use 2 idle 0 waiting 1 total_waits 1, open 2",
+            "in_use 2 idle 0 waiting 1 total_waits 1, open 2",
+            "get#2 = c0; in_use 2 idle 0 waiting 0 total_waits 1, open 2",
+            "in_use 2 idle 0 waiting 1 total_waits 2, open 2",
+            "get#3 = Err(Timeout); in_use 2 idle 0 waiting 0 total_waits 2, open 2",
+            "in_use 1 idle 1 waiting 0 total_waits 2, open 2",
+            "in_use 1 idle 1 waiting 0 total_waits 2, open 2",
+            "in_use 0 idle 2 waiting 0 total_waits 2, open 2",
+            "get#4 = c1; in_use 1 idle 0 waiting 0 total_waits 2, open 1",
+            "in_use 0 idle 1 waiting 0 total_waits 2, open 1",
+            "in_use 0 idle 1 waiting 0 total_waits 2, open 1",
+            "get#5 = c2; in_use 1 idle 0 waiting 0 total_waits 2, open 1",
+        ];
+        assert_eq!(shown, expected);
+    }
+}
