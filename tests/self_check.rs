@@ -407,11 +407,14 @@ fn cases() -> Vec<(Case, Expect)> {
     for (name, make) in ttl_lru_correct_attempts() {
         cases.extend(suite(make).into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{name}")), Expect::Pass)));
     }
-    // The circuit breaker's plain base and correct attempts (tests/mutants/circuit_breaker.rs).
-    for (prefix, suite) in mutants::circuit_breaker::must_pass() {
+    // The newer exercises keep their plain base, correct attempts and mutants in their
+    // own module (tests/mutants/<exercise>.rs).
+    let must_pass = [mutants::circuit_breaker::must_pass, mutants::conn_pool::must_pass];
+    for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
     }
-    for mutant in mutants().into_iter().chain(mutants::circuit_breaker::mutants()) {
+    let newer_mutants = [mutants::circuit_breaker::mutants, mutants::conn_pool::mutants];
+    for mutant in mutants().into_iter().chain(newer_mutants.into_iter().flat_map(|list| list())) {
         let case = mutant
             .suite
             .into_iter()
@@ -427,6 +430,8 @@ fn cases() -> Vec<(Case, Expect)> {
         idempotency: idempotency::factory::<mutants::stubs::Stub>(),
         idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
         circuit_breaker: harness::circuit_breaker::factory::<mutants::stubs::Stub, mutants::stubs::Stub>(),
+        conn_pool: harness::conn_pool::factory::<mutants::stubs::Stub>(),
+        conn_pool_redis: harness::conn_pool::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     // Deadlines count from the last sign of life: a case that keeps making progress for

@@ -5,6 +5,7 @@
 //! [`cases`] is wiring for the graders; you should not need to change it.
 
 pub mod circuit_breaker;
+pub mod conn_pool;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod top_k;
@@ -22,5 +23,7 @@ pub fn cases() -> Vec<Case> {
         idempotency: harness::idempotency::factory::<idempotency::Store>(),
         idempotency_redis: harness::idempotency::redis_factory::<idempotency::RedisStore>(),
         circuit_breaker: harness::circuit_breaker::factory::<circuit_breaker::Breaker, circuit_breaker::AsyncBreaker>(),
+        conn_pool: harness::conn_pool::factory::<conn_pool::Pool<_>>(),
+        conn_pool_redis: harness::conn_pool::redis_factory::<conn_pool::Pool<_>>(),
     })
 }

@@ -14,6 +14,7 @@
 
 pub mod circuit_breaker;
 pub mod clock;
+pub mod conn_pool;
 pub mod heap;
 pub mod idempotency;
 pub mod isolation;
@@ -40,6 +41,8 @@ pub struct Implementations {
     pub idempotency: idempotency::Factory,
     pub idempotency_redis: idempotency::RedisFactory,
     pub circuit_breaker: circuit_breaker::Factory,
+    pub conn_pool: conn_pool::Factory,
+    pub conn_pool_redis: conn_pool::RedisFactory,
 }
 
 /// Every graded case of every exercise, in report-card order.
@@ -52,6 +55,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         idempotency,
         idempotency_redis,
         circuit_breaker,
+        conn_pool,
+        conn_pool_redis,
     } = implementations;
     [
         ttl_lru::suite(ttl_lru),
@@ -61,6 +66,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         idempotency::suite(idempotency),
         idempotency::redis_suite(idempotency_redis),
         circuit_breaker::suite(circuit_breaker),
+        conn_pool::suite(conn_pool),
+        conn_pool::redis_suite(conn_pool_redis),
     ]
     .into_iter()
     .flatten()

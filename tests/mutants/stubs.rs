@@ -5,7 +5,8 @@
 use std::hash::Hash;
 use std::time::Duration;
 
-use harness::clock::SharedClock;
+use harness::clock::{SharedClock, SharedTimer};
+use harness::conn_pool::{ConfigError, ConnPool, Connector, PoolConfig, PoolError, PoolStats};
 use harness::idempotency::{
     Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, LeaseError, RedisIdempotencyStore, RedisStoreConfig,
     Response, SettleError, StoreUnavailable,
@@ -145,6 +146,19 @@ impl harness::circuit_breaker::AsyncCircuitBreaker for Stub {
         todo!()
     }
     fn state(&self) -> harness::circuit_breaker::State {
+        todo!()
+    }
+}
+
+impl<C: Connector> ConnPool<C> for Stub {
+    type Guard = Box<C::Conn>;
+    fn new(_: PoolConfig, _: C, _: SharedTimer) -> Result<Self, ConfigError> {
+        todo!()
+    }
+    async fn get(&self) -> Result<Box<C::Conn>, PoolError> {
+        todo!()
+    }
+    fn stats(&self) -> PoolStats {
         todo!()
     }
 }
