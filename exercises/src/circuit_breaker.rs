@@ -73,7 +73,7 @@ impl AsyncCircuitBreaker for AsyncBreaker {
         E: Send,
         F: Future<Output = Result<T, E>> + Send,
     {
-        let _ = work;
+        drop(work);
         todo!("circuit_breaker: call")
     }
 

@@ -234,7 +234,7 @@ impl<const BUG: u8> CircuitBreaker for Ring<BUG> {
     }
 }
 
-/// The ring breaker around async calls, the timeout as a plain `tokio::time`-free race.
+/// The ring breaker around async calls, the timeout raced by hand in a `poll_fn`.
 pub struct AsyncRing<const BUG: u8> {
     breaker: Ring<BUG>,
     timeout: Duration,

@@ -442,7 +442,7 @@ fn config_errors(make: Factory) -> CaseResult {
 // Threads
 // ---------------------------------------------------------------------------------
 
-const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 400), (3, 4, 400), (4, 6, 200)], seed: 0xb4ea_4e5 };
+const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 400), (3, 4, 400), (4, 6, 200)], seed: 0xb4ea_4e50 };
 
 const CONCURRENT_CONFIG: BreakerConfig = BreakerConfig {
     window: 3,
