@@ -171,7 +171,11 @@ mod peers {
                 }
             }),
         );
-        let pool = bb8::Pool::builder().max_size(MAX_SIZE as u32).build_unchecked(Bb8Manager);
+        // bb8 spawns its reaper at build time: inside the runtime.
+        let pool = {
+            let _runtime = rt.enter();
+            bb8::Pool::builder().max_size(MAX_SIZE as u32).build_unchecked(Bb8Manager)
+        };
         bench_one(
             c,
             rt,
