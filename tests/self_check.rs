@@ -407,10 +407,12 @@ fn cases() -> Vec<(Case, Expect)> {
     for (name, make) in ttl_lru_correct_attempts() {
         cases.extend(suite(make).into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{name}")), Expect::Pass)));
     }
-    for (prefix, suite) in mutants::conn_pool::must_pass() {
+    for (prefix, suite) in mutants::conn_pool::must_pass().into_iter().chain(mutants::conn_pool_attempts::must_pass()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
     }
-    for mutant in mutants().into_iter().chain(mutants::conn_pool::mutants()) {
+    for mutant in
+        mutants().into_iter().chain(mutants::conn_pool::mutants()).chain(mutants::conn_pool_attempts::mutants())
+    {
         let case = mutant
             .suite
             .into_iter()

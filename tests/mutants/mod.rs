@@ -2,6 +2,7 @@
 //! wrong. `tests/self_check.rs` checks that the case each one names rejects it.
 
 pub mod conn_pool;
+pub mod conn_pool_attempts;
 pub mod idempotency;
 pub mod idempotency_attempts;
 pub mod rate_limit;
