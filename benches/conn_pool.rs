@@ -28,11 +28,11 @@ struct Noop;
 
 impl Connector for Noop {
     type Conn = NoopConn;
-    fn connect(&self) -> impl Future<Output = Result<NoopConn, ConnectError>> + Send {
-        async { Ok(NoopConn(7)) }
+    async fn connect(&self) -> Result<NoopConn, ConnectError> {
+        Ok(NoopConn(7))
     }
-    fn is_valid<'a>(&'a self, conn: &'a mut NoopConn) -> impl Future<Output = bool> + Send + 'a {
-        async move { conn.0 == 7 }
+    async fn is_valid(&self, conn: &mut NoopConn) -> bool {
+        conn.0 == 7
     }
 }
 
@@ -171,7 +171,11 @@ mod peers {
                 }
             }),
         );
-        let pool = bb8::Pool::builder().max_size(MAX_SIZE as u32).build_unchecked(Bb8Manager);
+        // bb8 spawns its reaper at build time: inside the runtime.
+        let pool = {
+            let _runtime = rt.enter();
+            bb8::Pool::builder().max_size(MAX_SIZE as u32).build_unchecked(Bb8Manager)
+        };
         bench_one(
             c,
             rt,

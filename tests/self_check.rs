@@ -408,12 +408,22 @@ fn cases() -> Vec<(Case, Expect)> {
         cases.extend(suite(make).into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{name}")), Expect::Pass)));
     }
     // The newer exercises keep their plain base, correct attempts and mutants in their
-    // own module (tests/mutants/<exercise>.rs).
-    let must_pass = [mutants::circuit_breaker::must_pass, mutants::conn_pool::must_pass];
+    // own modules (tests/mutants/<exercise>.rs and <exercise>_attempts.rs).
+    let must_pass = [
+        mutants::circuit_breaker::must_pass,
+        mutants::conn_pool::must_pass,
+        mutants::conn_pool_attempts::must_pass,
+        mutants::retry::must_pass,
+    ];
     for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
     }
-    let newer_mutants = [mutants::circuit_breaker::mutants, mutants::conn_pool::mutants];
+    let newer_mutants = [
+        mutants::circuit_breaker::mutants,
+        mutants::conn_pool::mutants,
+        mutants::conn_pool_attempts::mutants,
+        mutants::retry::mutants,
+    ];
     for mutant in mutants().into_iter().chain(newer_mutants.into_iter().flat_map(|list| list())) {
         let case = mutant
             .suite

@@ -4,6 +4,7 @@
 pub mod circuit_breaker;
 pub mod circuit_breaker_attempts;
 pub mod conn_pool;
+pub mod conn_pool_attempts;
 pub mod idempotency;
 pub mod idempotency_attempts;
 pub mod rate_limit;

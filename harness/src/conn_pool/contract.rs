@@ -39,7 +39,7 @@ pub trait Connector: Send + Sync + 'static {
     /// finish: the pool bounds it (see [`ConnPool::get`]).
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, ConnectError>> + Send;
     /// Whether `conn` still works (Redis: a `PING` answered). `false`: broken, discard it.
-    fn is_valid<'a>(&'a self, conn: &'a mut Self::Conn) -> impl Future<Output = bool> + Send + 'a;
+    fn is_valid(&self, conn: &mut Self::Conn) -> impl Future<Output = bool> + Send;
 }
 
 /// How a pool is sized and when its connections expire. Durations are virtual in the

@@ -211,13 +211,11 @@ impl Connector for FakeConnector {
         }
     }
 
-    fn is_valid<'a>(&'a self, conn: &'a mut FakeConn) -> impl Future<Output = bool> + Send + 'a {
-        async move {
-            self.state.touch();
-            self.state.pause().await;
-            self.state.touch();
-            !conn.is_broken()
-        }
+    async fn is_valid(&self, conn: &mut FakeConn) -> bool {
+        self.state.touch();
+        self.state.pause().await;
+        self.state.touch();
+        !conn.is_broken()
     }
 }
 
@@ -255,7 +253,7 @@ impl Connector for RedisConnector {
         }
     }
 
-    fn is_valid<'a>(&'a self, conn: &'a mut RedisConn) -> impl Future<Output = bool> + Send + 'a {
-        async move { ::redis::cmd("PING").query_async::<String>(&mut conn.conn).await.is_ok_and(|pong| pong == "PONG") }
+    async fn is_valid(&self, conn: &mut RedisConn) -> bool {
+        ::redis::cmd("PING").query_async::<String>(&mut conn.conn).await.is_ok_and(|pong| pong == "PONG")
     }
 }
