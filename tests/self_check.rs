@@ -422,6 +422,7 @@ fn cases() -> Vec<(Case, Expect)> {
         top_k: top_k::factory::<mutants::stubs::Stub>(),
         idempotency: idempotency::factory::<mutants::stubs::Stub>(),
         idempotency_redis: idempotency::redis_factory::<mutants::stubs::Stub>(),
+        retry: harness::retry::factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     // Deadlines count from the last sign of life: a case that keeps making progress for

@@ -6,6 +6,7 @@
 
 pub mod idempotency;
 pub mod rate_limit;
+pub mod retry;
 pub mod top_k;
 pub mod ttl_lru;
 
@@ -20,5 +21,6 @@ pub fn cases() -> Vec<Case> {
         top_k: harness::top_k::factory::<top_k::TopK>(),
         idempotency: harness::idempotency::factory::<idempotency::Store>(),
         idempotency_redis: harness::idempotency::redis_factory::<idempotency::RedisStore>(),
+        retry: harness::retry::factory::<retry::Retrier>(),
     })
 }

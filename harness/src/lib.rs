@@ -1,7 +1,7 @@
 //! The grading harness: exercise contracts and the machinery that grades attempts.
 //!
 //! * [`clock`]: injected time (`Clock`, `SystemClock`, `ManualClock`).
-//! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`], [`idempotency`]):
+//! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`], [`idempotency`], [`retry`]):
 //!   the contract trait, its model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends;
@@ -21,6 +21,7 @@ pub mod linearizability;
 pub mod rate_limit;
 pub mod redis_server;
 pub mod report;
+pub mod retry;
 pub mod sequential;
 pub mod suite;
 pub mod top_k;
@@ -38,11 +39,12 @@ pub struct Implementations {
     pub top_k: top_k::Factory,
     pub idempotency: idempotency::Factory,
     pub idempotency_redis: idempotency::RedisFactory,
+    pub retry: retry::Factory,
 }
 
 /// Every graded case of every exercise, in report-card order.
 pub fn all_cases(implementations: Implementations) -> Vec<Case> {
-    let Implementations { ttl_lru, rate_limit, rate_limit_redis, top_k, idempotency, idempotency_redis } =
+    let Implementations { ttl_lru, rate_limit, rate_limit_redis, top_k, idempotency, idempotency_redis, retry } =
         implementations;
     [
         ttl_lru::suite(ttl_lru),
@@ -51,6 +53,7 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         top_k::suite(top_k),
         idempotency::suite(idempotency),
         idempotency::redis_suite(idempotency_redis),
+        retry::suite(retry),
     ]
     .into_iter()
     .flatten()
