@@ -407,7 +407,11 @@ fn cases() -> Vec<(Case, Expect)> {
     for (name, make) in ttl_lru_correct_attempts() {
         cases.extend(suite(make).into_iter().map(|c| (c.prefixed(&format!("correct_attempt::{name}")), Expect::Pass)));
     }
-    for mutant in mutants() {
+    // The retry exercise lists its base, correct attempts and mutants in its own module.
+    for (prefix, suite) in mutants::retry::must_pass() {
+        cases.extend(suite.into_iter().map(|c| (c.prefixed(prefix), Expect::Pass)));
+    }
+    for mutant in mutants().into_iter().chain(mutants::retry::mutants()) {
         let case = mutant
             .suite
             .into_iter()

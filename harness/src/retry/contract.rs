@@ -175,7 +175,7 @@ pub trait Retry: Send + Sync + Sized {
 /// together against a service that fails for its first second, at most this many
 /// retries start within any [`SPIKE_WINDOW`] (retries without jitter, or with a shared
 /// schedule, all start at one instant: [`SPIKE_CALLERS`] of them).
-pub const SPIKE_BOUND: usize = 30;
+pub const SPIKE_BOUND: usize = 40;
 /// The window of [`SPIKE_BOUND`].
 pub const SPIKE_WINDOW: Duration = Duration::from_millis(10);
 /// The callers of level 4's spike case.

@@ -152,7 +152,8 @@ pub struct Model {
     deadline: Timestamp,
     now: Timestamp,
     attempts: u32,
-    draws_taken: u64,
+    /// Draws the random stream has given before (earlier calls on the same retrier too).
+    pub(super) draws_taken: u64,
     pub(super) returned: bool,
 }
 

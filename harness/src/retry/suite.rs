@@ -389,6 +389,77 @@ fn l2_edges() -> Vec<(Config, Vec<Op>)> {
     ]
 }
 
+/// Calls one after another on one retrier share its random stream: each call's retries
+/// take the next draws, and a call's last attempt takes none.
+fn consecutive_calls(make: Factory) -> CaseResult {
+    let t = attempt(Kind::Transient);
+    let config = config(policy(100 * MS, Duration::from_secs(1), 3, Duration::from_secs(2)), Draws::Seeded(21));
+    let calls: Vec<Vec<Op>> = vec![
+        vec![t, t, t],
+        vec![attempt(Kind::Permanent)],
+        vec![t, attempt(Kind::Ok)],
+        vec![attempt(Kind::Throttled(Duration::from_secs(5)))],
+        vec![attempt(Kind::Ok)],
+        vec![t, t, attempt(Kind::Ok)],
+    ];
+    let timer = VirtualTimer::new();
+    let retrier = guarded(|| make(config.policy, timer.shared(), SeededRandom::shared(21)))
+        .map_err(|p| p.into_case_error(format!("{config:?}")))?
+        .map_err(|e| CaseError::failed(format!("Retrier::new refused a valid policy: Err({e:?})")))?;
+    let runtime = paused_runtime();
+    let mut draws_taken = 0;
+    let mut transcript = format!("{config:?}; then calls one after another on the same retrier:\n");
+    for (number, script) in calls.iter().enumerate() {
+        // The model, relative to this call's start, continuing the stream.
+        let mut model = RetrySpec::model(&config);
+        model.draws_taken = draws_taken;
+        let first_draw = draws_taken + 1;
+        let mut expected_sleeps = Vec::new();
+        let mut expected = None;
+        for op in script {
+            match RetrySpec::step(&mut model, op) {
+                Output::Retried { sleeps } => expected_sleeps.extend(sleeps),
+                Output::Returned { sleeps, result } => {
+                    expected_sleeps.extend(sleeps);
+                    expected = Some(result);
+                }
+            }
+        }
+        draws_taken = model.draws_taken;
+        let (ops, t) = (Arc::new(Mutex::new(script.clone().into_iter())), timer.clone());
+        let op: ErasedOp = Box::new(move || {
+            let next = lock(&ops).next();
+            let (t, index) = (t.clone(), 0);
+            Box::pin(async move {
+                let Some(op) = next else { return Err(Fault::Permanent(u32::MAX)) };
+                t.advance(op.takes);
+                op.result(index).map(|_| 0)
+            })
+        });
+        let before = timer.sleeps().len();
+        let actual = guarded(|| runtime.block_on(retrier.run(op)))
+            .map_err(|p| p.into_case_error(format!("{transcript}call {}", number + 1)))?;
+        let sleeps: Vec<Duration> = timer.sleeps()[before..].iter().copied().filter(|d| !d.is_zero()).collect();
+        // Every attempt's value and error is 0 here: the calls are told apart by their delays.
+        let expected = expected.expect("each script ends its call").map(|_| 0).map_err(|e| match e {
+            RetryError::Permanent { attempts, .. } => RetryError::Permanent { error: 0, attempts },
+            RetryError::AttemptsExhausted { attempts, .. } => RetryError::AttemptsExhausted { last: 0, attempts },
+            RetryError::BudgetExhausted { attempts, .. } => RetryError::BudgetExhausted { last: 0, attempts },
+        });
+        let line =
+            format!("  call {}: attempts return {:?}", number + 1, script.iter().map(|o| o.kind).collect::<Vec<_>>());
+        if sleeps != expected_sleeps || actual != expected {
+            return Err(CaseError::failed(format!(
+                "{transcript}{line}\n    -> sleeps {sleeps:?}, returns {actual:?}\n    expected sleeps {expected_sleeps:?}, \
+                 returns {expected:?}   <-- first difference\n  (the stream is shared: this call's retries take draws \
+                 {first_draw} onwards; a call's last attempt takes none)"
+            )));
+        }
+        transcript += &format!("{line}\n    -> sleeps {sleeps:?}, returns {actual:?}\n");
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------
 // Level 2: validation
 // ---------------------------------------------------------------------------------
@@ -805,6 +876,13 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "Compare timer.now() + delay > start + budget with Timestamp arithmetic (it saturates), not by subtracting \
              elapsed times or summing delays."),
             |make| l2_edges().iter().try_for_each(|(c, ops)| replay_on(make, c, ops))),
+        case(L2, "consecutive_calls", Hints::new(
+            "Calls one after another on one retrier share its random stream: each retry takes the next draw, and no draw \
+             is taken when no retry is considered (a success, a permanent fault, the last allowed attempt).",
+            "A replayable random stream is part of the contract: a wasted draw shifts every later delay of every later \
+             call, which is how such a bug shows in production logs too.",
+            "Check the attempt count before drawing; draw exactly once per retry considered (before the budget check)."),
+            consecutive_calls),
         case(L2, "config_validation", Hints::new(
             "Retrier::new refuses max_attempts 0 (ZeroAttempts, reported first) and base > cap (BaseAboveCap with both); \
              base = cap, base 0, budget 0 and Duration::MAX values are valid.",
