@@ -285,3 +285,40 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod worked_example {
+    use super::*;
+
+    /// The statement's worked example (exercises/statements/retry.md), replayed.
+    #[test]
+    fn the_statement_example_replays_on_the_model() {
+        let ms = Duration::from_millis;
+        let ns = Duration::from_nanos;
+        let config = Config {
+            policy: RetryPolicy { base: ms(100), cap: ms(1000), max_attempts: 6, budget: ms(1500) },
+            draws: Draws::Seeded(7),
+        };
+        assert_eq!(config.draws.nth(0), 0x63cb_e1e4_5932_0dd7);
+        let attempt = |kind| Op { kind, takes: ms(20) };
+        let retried = |nanos| Output::Retried { sleeps: vec![ns(nanos)] };
+        let steps = [
+            (attempt(Kind::Transient), retried(38_982_975)),
+            (attempt(Kind::Throttled(ms(300))), retried(300_000_000)),
+            (attempt(Kind::Transient), retried(360_304_273)),
+            (attempt(Kind::Transient), retried(466_344_235)),
+            (
+                attempt(Kind::Transient),
+                Output::Returned {
+                    sleeps: vec![],
+                    result: Err(RetryError::BudgetExhausted { last: 4, attempts: 5 }),
+                },
+            ),
+        ];
+        let mut model = RetrySpec::model(&config);
+        for (op, expected) in steps {
+            assert_eq!(RetrySpec::step(&mut model, &op), expected, "{op:?}");
+        }
+        assert_eq!(model.now, Timestamp::from_nanos(1_265_631_483));
+    }
+}
