@@ -53,45 +53,43 @@ impl Retry for Retrier {
         Ok(Retrier { policy, timer, rng })
     }
 
-    fn run<T, E, F, Fut>(&self, mut op: F) -> impl Future<Output = Result<T, RetryError<E>>> + Send
+    async fn run<T, E, F, Fut>(&self, mut op: F) -> Result<T, RetryError<E>>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, Fault<E>>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
-        async move {
-            // Read once, at the first poll: the whole call, attempts included, lives
-            // within this deadline. Timestamp addition saturates, so a huge budget is
-            // "never" rather than an overflow.
-            let deadline = self.timer.now() + self.policy.budget;
-            let mut attempts: u32 = 0;
-            loop {
-                let fault = match op().await {
-                    Ok(value) => return Ok(value),
-                    Err(fault) => fault,
-                };
-                // At most max_attempts ≤ u32::MAX calls are made, so this never wraps.
-                attempts += 1;
-                let (last, floor) = match fault {
-                    Fault::Permanent(error) => return Err(RetryError::Permanent { error, attempts }),
-                    Fault::Transient(error) => (error, Duration::ZERO),
-                    Fault::Throttled { error, retry_after } => (error, retry_after),
-                };
-                if attempts >= self.policy.max_attempts {
-                    return Err(RetryError::AttemptsExhausted { last, attempts });
-                }
-                // Always one draw per retry, even when the server's floor wins: the
-                // stream stays aligned with the retry count (and replayable).
-                let delay = self.jitter(self.ceiling_nanos(attempts - 1)).max(floor);
-                // Never sleep past the deadline: if the next attempt could not start
-                // in time, say so now instead of after a useless wait.
-                if self.timer.now() + delay > deadline {
-                    return Err(RetryError::BudgetExhausted { last, attempts });
-                }
-                if !delay.is_zero() {
-                    self.timer.sleep(delay).await;
-                }
+        // Read once, at the first poll: the whole call, attempts included, lives
+        // within this deadline. Timestamp addition saturates, so a huge budget is
+        // "never" rather than an overflow.
+        let deadline = self.timer.now() + self.policy.budget;
+        let mut attempts: u32 = 0;
+        loop {
+            let fault = match op().await {
+                Ok(value) => return Ok(value),
+                Err(fault) => fault,
+            };
+            // At most max_attempts ≤ u32::MAX calls are made, so this never wraps.
+            attempts += 1;
+            let (last, floor) = match fault {
+                Fault::Permanent(error) => return Err(RetryError::Permanent { error, attempts }),
+                Fault::Transient(error) => (error, Duration::ZERO),
+                Fault::Throttled { error, retry_after } => (error, retry_after),
+            };
+            if attempts >= self.policy.max_attempts {
+                return Err(RetryError::AttemptsExhausted { last, attempts });
+            }
+            // Always one draw per retry, even when the server's floor wins: the
+            // stream stays aligned with the retry count (and replayable).
+            let delay = self.jitter(self.ceiling_nanos(attempts - 1)).max(floor);
+            // Never sleep past the deadline: if the next attempt could not start
+            // in time, say so now instead of after a useless wait.
+            if self.timer.now() + delay > deadline {
+                return Err(RetryError::BudgetExhausted { last, attempts });
+            }
+            if !delay.is_zero() {
+                self.timer.sleep(delay).await;
             }
         }
     }

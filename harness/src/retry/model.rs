@@ -309,10 +309,7 @@ mod worked_example {
             (attempt(Kind::Transient), retried(466_344_235)),
             (
                 attempt(Kind::Transient),
-                Output::Returned {
-                    sleeps: vec![],
-                    result: Err(RetryError::BudgetExhausted { last: 4, attempts: 5 }),
-                },
+                Output::Returned { sleeps: vec![], result: Err(RetryError::BudgetExhausted { last: 4, attempts: 5 }) },
             ),
         ];
         let mut model = RetrySpec::model(&config);
