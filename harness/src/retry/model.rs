@@ -66,15 +66,20 @@ pub struct Config {
     pub draws: Draws,
 }
 
+/// A policy as counterexamples show it: `base 100ms, cap 1s, max_attempts 4, budget 2s`
+/// (a budget of 584 years or more, which never runs out from t=0, reads `none`).
+pub(super) fn describe(p: &RetryPolicy) -> String {
+    let budget = if p.budget >= MAX_DELAY { "none".to_string() } else { format!("{:?}", p.budget) };
+    format!("base {:?}, cap {:?}, max_attempts {}, budget {budget}", p.base, p.cap, p.max_attempts)
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = &self.policy;
-        let budget = if p.budget >= MAX_DELAY { "none".to_string() } else { format!("{:?}", p.budget) };
         write!(
             f,
-            "retrier = Retrier::new(base {:?}, cap {:?}, max_attempts {}, budget {budget}; {:?}), timer at t=0; \
-             run(op) starts attempt 0 at t=0",
-            p.base, p.cap, p.max_attempts, self.draws
+            "retrier = Retrier::new({}; {:?}), timer at t=0; run(op) starts attempt 0 at t=0",
+            describe(&self.policy),
+            self.draws
         )
     }
 }

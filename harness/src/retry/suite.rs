@@ -16,7 +16,7 @@ use super::contract::{
     Fault, PolicyError, RandomSource, RetryError, RetryPolicy, SeededRandom, SharedRandom, MAX_DELAY, SPIKE_BOUND,
     SPIKE_CALLERS, SPIKE_WINDOW,
 };
-use super::model::{ceiling_nanos, Config, Draws, Kind, Op, Output, RetrySpec};
+use super::model::{ceiling_nanos, describe, Config, Draws, Kind, Op, Output, RetrySpec};
 use super::{BoxFuture, ErasedOp, Factory, VirtualTimer};
 use crate::clock::{Clock, SharedTimer, Sleep, Timer, Timestamp, TokioTimer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
@@ -483,13 +483,12 @@ fn config_validation(make: Factory) -> CaseResult {
         (policy(Duration::MAX, Duration::MAX, 2, Duration::MAX), Ok(())),
     ];
     for (policy, expected) in cases {
+        let shown = describe(&policy);
         let timer = VirtualTimer::new();
         let built = guarded(|| make(policy, timer.shared(), SeededRandom::shared(1)).map(|_| ()))
-            .map_err(|p| p.into_case_error(format!("Retrier::new({policy:?})")))?;
+            .map_err(|p| p.into_case_error(format!("Retrier::new({shown})")))?;
         if built != expected {
-            return Err(CaseError::failed(format!(
-                "Retrier::new({policy:?}) -> {built:?}\n      expected {expected:?}"
-            )));
+            return Err(CaseError::failed(format!("Retrier::new({shown}) -> {built:?}\n      expected {expected:?}")));
         }
     }
     Ok(())
@@ -521,10 +520,11 @@ pub(super) fn bucket(delay: u64, ceiling: u64) -> usize {
 /// stream) and returns each call's delays, one per retry: the sleeps asked for
 /// between two attempts, summed (none: zero).
 fn sample_delays(make: Factory, policy: RetryPolicy, seed: u64, runs: usize) -> Result<Vec<Vec<u64>>, CaseError> {
+    let shown = describe(&policy);
     let timer = VirtualTimer::new();
     let retrier = guarded(|| make(policy, timer.shared(), SeededRandom::shared(seed)))
-        .map_err(|p| p.into_case_error(format!("Retrier::new({policy:?})")))?
-        .map_err(|e| CaseError::failed(format!("Retrier::new({policy:?}) refused a valid policy: Err({e:?})")))?;
+        .map_err(|p| p.into_case_error(format!("Retrier::new({shown})")))?
+        .map_err(|e| CaseError::failed(format!("Retrier::new({shown}) refused a valid policy: Err({e:?})")))?;
     let runtime = paused_runtime();
     let mut all = Vec::with_capacity(runs);
     for run in 0..runs {
@@ -536,11 +536,11 @@ fn sample_delays(make: Factory, policy: RetryPolicy, seed: u64, runs: usize) -> 
         });
         let before = timer.sleeps().len();
         let result = guarded(|| runtime.block_on(retrier.run(op)))
-            .map_err(|p| p.into_case_error(format!("call {run} of {policy:?}")))?;
+            .map_err(|p| p.into_case_error(format!("call {run} of {shown}")))?;
         let attempts = policy.max_attempts;
         if result != Err(RetryError::AttemptsExhausted { last: 0, attempts }) {
             return Err(CaseError::failed(format!(
-                "{policy:?}, an operation that always fails transiently: run returned {result:?}, expected \
+                "{shown}, an operation that always fails transiently: run returned {result:?}, expected \
                  AttemptsExhausted {{ last: 0, attempts: {attempts} }}"
             )));
         }
@@ -708,12 +708,13 @@ pub(super) const SPIKE_OUTAGE: Duration = Duration::from_secs(1);
 
 /// Runs the spike scenario: the retries' start times, or the first caller's failure.
 pub(super) fn spike_run(make: Factory, seed: u64) -> Result<Vec<Timestamp>, CaseError> {
+    let shown = describe(&SPIKE_POLICY);
     let runtime = paused_runtime();
     runtime.block_on(async move {
         let timer = TokioTimer::shared();
         let retrier = guarded(|| make(SPIKE_POLICY, timer.clone(), SeededRandom::shared(seed)))
-            .map_err(|p| p.into_case_error(format!("Retrier::new({SPIKE_POLICY:?})")))?
-            .map_err(|e| CaseError::failed(format!("Retrier::new({SPIKE_POLICY:?}) -> Err({e:?})")))?;
+            .map_err(|p| p.into_case_error(format!("Retrier::new({shown})")))?
+            .map_err(|e| CaseError::failed(format!("Retrier::new({shown}) -> Err({e:?})")))?;
         let mut tasks = Vec::new();
         let mut all_calls = Vec::new();
         for _ in 0..SPIKE_CALLERS {
@@ -728,7 +729,7 @@ pub(super) fn spike_run(make: Factory, seed: u64) -> Result<Vec<Timestamp>, Case
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     return Err(CaseError::failed(format!(
-                        "{SPIKE_CALLERS} callers, one retrier {SPIKE_POLICY:?}, a service down for its first \
+                        "{SPIKE_CALLERS} callers, one retrier {shown}, a service down for its first \
                          {SPIKE_OUTAGE:?}: caller {caller} returned Err({e:?}); every caller should succeed"
                     )))
                 }
@@ -743,11 +744,12 @@ pub(super) fn spike_run(make: Factory, seed: u64) -> Result<Vec<Timestamp>, Case
 }
 
 fn retry_spike(make: Factory) -> CaseResult {
+    let shown = describe(&SPIKE_POLICY);
     let mut retries = spike_run(make, 0x5b1e)?;
     let (most, at) = spike(&mut retries);
     if most > SPIKE_BOUND {
         return Err(CaseError::failed(format!(
-            "{SPIKE_CALLERS} callers start together on one retrier ({SPIKE_POLICY:?}) against a service down for its first \
+            "{SPIKE_CALLERS} callers start together on one retrier ({shown}) against a service down for its first \
              {SPIKE_OUTAGE:?}: {most} retries started within {SPIKE_WINDOW:?} of {at:?}; at most {SPIKE_BOUND} may \
              (SPIKE_BOUND): the callers retry in lockstep"
         )));
@@ -762,9 +764,10 @@ fn cancellation(make: Factory) -> CaseResult {
         let timer = CountingTimer { inner: TokioTimer::new(), live: Arc::new(AtomicUsize::new(0)) };
         let shared: SharedTimer = Arc::new(timer.clone());
         let policy = policy(50 * MS, Duration::from_secs(2), 1_000, Duration::from_secs(3600));
+        let shown = describe(&policy);
         let retrier = guarded(|| make(policy, shared.clone(), SeededRandom::shared(77)))
-            .map_err(|p| p.into_case_error(format!("Retrier::new({policy:?})")))?
-            .map_err(|e| CaseError::failed(format!("Retrier::new({policy:?}) -> Err({e:?})")))?;
+            .map_err(|p| p.into_case_error(format!("Retrier::new({shown})")))?
+            .map_err(|e| CaseError::failed(format!("Retrier::new({shown}) -> Err({e:?})")))?;
         let calls = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for caller in 0..CALLERS {
@@ -779,7 +782,7 @@ fn cancellation(make: Factory) -> CaseResult {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(CaseError::failed(format!(
-                        "{policy:?}, an operation that always fails transiently (each attempt 30ms): run returned before the \
+                        "{shown}, an operation that always fails transiently (each attempt 30ms): run returned before the \
                          caller gave up"
                     )))
                 }
@@ -796,7 +799,7 @@ fn cancellation(make: Factory) -> CaseResult {
         let live = timer.live.load(Ordering::SeqCst);
         if later != at_drop || live_at_drop != 0 || live != 0 {
             return Err(CaseError::failed(format!(
-                "{CALLERS} callers on one retrier ({policy:?}) against an operation that always fails transiently (each \
+                "{CALLERS} callers on one retrier ({shown}) against an operation that always fails transiently (each \
                  attempt 30ms); each drops its run future after 700ms + 113ms·i (tokio::time::timeout).\n  when the last \
                  was dropped: {at_drop} calls of the operation, {live_at_drop} sleeps alive\n  an hour later: {later} calls, \
                  {live} sleeps alive\n  expected: no call and no sleep after a run future is dropped"
@@ -812,7 +815,7 @@ fn cancellation(make: Factory) -> CaseResult {
 
 pub const EXERCISE: &str = "retry";
 pub const L1: Level = Level { number: 1, name: "backoff_schedule" };
-pub const L2: Level = Level { number: 2, name: "classification_and_budgets" };
+pub const L2: Level = Level { number: 2, name: "faults_and_budgets" };
 pub const L3: Level = Level { number: 3, name: "statistics" };
 pub const L4: Level = Level { number: 4, name: "many_callers" };
 
