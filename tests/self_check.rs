@@ -409,14 +409,13 @@ fn cases() -> Vec<(Case, Expect)> {
     }
     // The newer exercises keep their plain base, correct attempts and mutants in their
     // own modules (tests/mutants/<exercise>.rs and <exercise>_attempts.rs).
-    let must_pass = [
-        mutants::circuit_breaker::must_pass,
-        mutants::conn_pool::must_pass,
-        mutants::conn_pool_attempts::must_pass,
-        mutants::retry::must_pass,
-    ];
+    let must_pass =
+        [mutants::circuit_breaker::must_pass, mutants::conn_pool::must_pass, mutants::conn_pool_attempts::must_pass];
     for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
+    }
+    for (prefix, suite) in mutants::retry::must_pass() {
+        cases.extend(suite.into_iter().map(|c| (c.prefixed(prefix), Expect::Pass)));
     }
     let newer_mutants = [
         mutants::circuit_breaker::mutants,
@@ -442,6 +441,7 @@ fn cases() -> Vec<(Case, Expect)> {
         circuit_breaker: harness::circuit_breaker::factory::<mutants::stubs::Stub, mutants::stubs::Stub>(),
         conn_pool: harness::conn_pool::factory::<mutants::stubs::Stub>(),
         conn_pool_redis: harness::conn_pool::redis_factory::<mutants::stubs::Stub>(),
+        retry: harness::retry::factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     // Deadlines count from the last sign of life: a case that keeps making progress for

@@ -1,8 +1,8 @@
 //! The grading harness: exercise contracts and the machinery that grades attempts.
 //!
 //! * [`clock`]: injected time (`Clock`, `SystemClock`, `ManualClock`).
-//! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`], [`idempotency`]):
-//!   the contract trait, its model, its suite.
+//! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`], [`idempotency`],
+//!   [`retry`], [`circuit_breaker`], [`conn_pool`]): the contract trait, its model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends;
 //!   [`redis_server`]: a private Redis server for the distributed levels;
@@ -23,6 +23,7 @@ pub mod linearizability;
 pub mod rate_limit;
 pub mod redis_server;
 pub mod report;
+pub mod retry;
 pub mod sequential;
 pub mod suite;
 pub mod top_k;
@@ -43,6 +44,7 @@ pub struct Implementations {
     pub circuit_breaker: circuit_breaker::Factory,
     pub conn_pool: conn_pool::Factory,
     pub conn_pool_redis: conn_pool::RedisFactory,
+    pub retry: retry::Factory,
 }
 
 /// Every graded case of every exercise, in report-card order.
@@ -57,6 +59,7 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         circuit_breaker,
         conn_pool,
         conn_pool_redis,
+        retry,
     } = implementations;
     [
         ttl_lru::suite(ttl_lru),
@@ -65,6 +68,7 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         top_k::suite(top_k),
         idempotency::suite(idempotency),
         idempotency::redis_suite(idempotency_redis),
+        retry::suite(retry),
         circuit_breaker::suite(circuit_breaker),
         conn_pool::suite(conn_pool),
         conn_pool::redis_suite(conn_pool_redis),

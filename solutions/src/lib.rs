@@ -8,6 +8,7 @@ pub mod circuit_breaker;
 pub mod conn_pool;
 pub mod idempotency;
 pub mod rate_limit;
+pub mod retry;
 pub mod top_k;
 pub mod ttl_lru;
 
@@ -25,5 +26,6 @@ pub fn cases() -> Vec<Case> {
         circuit_breaker: harness::circuit_breaker::factory::<circuit_breaker::Breaker, circuit_breaker::AsyncBreaker>(),
         conn_pool: harness::conn_pool::factory::<conn_pool::Pool<_>>(),
         conn_pool_redis: harness::conn_pool::redis_factory::<conn_pool::Pool<_>>(),
+        retry: harness::retry::factory::<retry::Retrier>(),
     })
 }

@@ -10,6 +10,8 @@ pub mod idempotency_attempts;
 pub mod rate_limit;
 pub mod rate_limit_attempts;
 pub mod rate_limit_redis;
+pub mod retry;
+pub mod retry_attempts;
 pub mod stubs;
 pub mod top_k;
 pub mod top_k_attempts;

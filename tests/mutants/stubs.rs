@@ -162,3 +162,26 @@ impl<C: Connector> ConnPool<C> for Stub {
         todo!()
     }
 }
+
+impl harness::retry::Retry for Stub {
+    fn new(
+        _: harness::retry::RetryPolicy,
+        _: harness::clock::SharedTimer,
+        _: harness::retry::SharedRandom,
+    ) -> Result<Self, harness::retry::PolicyError> {
+        todo!()
+    }
+    #[allow(clippy::manual_async_fn)]
+    fn run<T, E, F, Fut>(
+        &self,
+        _: F,
+    ) -> impl std::future::Future<Output = Result<T, harness::retry::RetryError<E>>> + Send
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, harness::retry::Fault<E>>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        async { todo!() }
+    }
+}
