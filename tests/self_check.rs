@@ -409,13 +409,14 @@ fn cases() -> Vec<(Case, Expect)> {
     }
     // The newer exercises keep their plain base, correct attempts and mutants in their
     // own modules (tests/mutants/<exercise>.rs and <exercise>_attempts.rs).
-    let must_pass =
-        [mutants::circuit_breaker::must_pass, mutants::conn_pool::must_pass, mutants::conn_pool_attempts::must_pass];
+    let must_pass = [
+        mutants::retry::must_pass,
+        mutants::circuit_breaker::must_pass,
+        mutants::conn_pool::must_pass,
+        mutants::conn_pool_attempts::must_pass,
+    ];
     for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
-    }
-    for (prefix, suite) in mutants::retry::must_pass() {
-        cases.extend(suite.into_iter().map(|c| (c.prefixed(prefix), Expect::Pass)));
     }
     let newer_mutants = [
         mutants::circuit_breaker::mutants,

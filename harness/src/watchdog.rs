@@ -43,7 +43,7 @@ pub fn progress() {
     PROGRESS.fetch_add(1, Ordering::Relaxed);
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking attempt may poison nothing here (only the harness holds these), but
     // never let a poisoned lock hide a report.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

@@ -291,10 +291,10 @@ pub fn mutants() -> Vec<crate::Mutant> {
 
 /// Suites that must pass every case: the plain base and correct designs of other shapes
 /// (a red verdict on any of them is a grading bug), each with its id prefix.
-pub fn must_pass() -> Vec<(&'static str, Vec<Case>)> {
+pub fn must_pass() -> Vec<(String, Vec<Case>)> {
     use super::retry_attempts::{Stepper, NONE as OK};
     vec![
-        ("mutant_base", suite(factory::<Flawed<NONE>>())),
-        ("correct_attempt::stepper", suite(factory::<Stepper<OK>>())),
+        ("mutant_base".to_string(), suite(factory::<Flawed<NONE>>())),
+        ("correct_attempt::stepper".to_string(), suite(factory::<Stepper<OK>>())),
     ]
 }

@@ -15,7 +15,7 @@ use super::model::{
     AsyncConfig, AsyncSpec, BreakerSpec, CallOp, CallOutput, CallResult, End, Op, Output, Which, START,
 };
 use super::{BoxFuture, ErasedAsyncBreaker, ErasedBreaker, ErasedPermit, Factory, Work};
-use crate::clock::{ManualClock, SharedTimer, TokioTimer};
+use crate::clock::{paused_runtime, ManualClock, SharedTimer, TokioTimer};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, SplitMix};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{
@@ -606,10 +606,6 @@ impl Drop for AsyncDriver {
         let _inside = self.runtime.enter();
         self.running.clear();
     }
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a tokio runtime")
 }
 
 fn whole_ms(timer: &SharedTimer) -> u64 {

@@ -164,8 +164,9 @@ pub struct PoolStats {
 /// 3. No idle connection and a free slot: connect. Success → the answer; failure →
 ///    `Err(PoolError::Connect)` at once (as deadpool; not retried) and the slot is free.
 /// 4. No idle connection and no free slot: wait, in a first-come-first-served queue,
-///    for a returned connection (handed over directly, then validated as in 2) or a slot
-///    freed by a closed connection (then connect as in 3).
+///    for a returned connection (handed over directly, then validated as in 2) or a
+///    freed slot (then connect as in 3). Any slot that frees up while calls wait (a
+///    connection closed, a connect failed, abandoned or cancelled) goes to the head waiter.
 ///
 /// The whole call, waiting, validating and connecting included, ends by
 /// `checkout_timeout` after it started: then `Err(PoolError::Timeout)`, whatever it
@@ -184,8 +185,10 @@ pub struct PoolStats {
 /// **min_idle.** At construction (`new` spawns onto the current Tokio runtime: call it
 /// inside one), after every successful `get()` and after every return, the pool opens
 /// connections in the background while `idle + top-ups in flight < min_idle` and a slot
-/// is free; they go on top of the idle stack (`idle_since` = when opened). A failed
-/// top-up just frees its slot; a top-up is abandoned after `checkout_timeout`.
+/// is free. A top-up that lands is given back like a returned guard: to the head waiter
+/// if any, else on top of the idle stack (`idle_since` = when opened). A failed top-up
+/// just frees its slot and is not retried until the next `get()` or return; a top-up is
+/// abandoned after `checkout_timeout`.
 ///
 /// **Time** comes only from the [`SharedTimer`] given to `new` (`now()` and `sleep()`).
 pub trait ConnPool<C: Connector>: Sized + Send + Sync + 'static {

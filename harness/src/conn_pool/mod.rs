@@ -20,7 +20,7 @@ use std::future::Future;
 use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::contract::*;
@@ -29,6 +29,7 @@ pub use self::redis::redis_suite;
 pub use self::suite::{suite, EXERCISE, L1, L2, L3, L4};
 use crate::clock::{SharedTimer, Timestamp};
 use crate::linearizability::SplitMix;
+use crate::watchdog::lock;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -91,10 +92,6 @@ pub struct FakeState {
     /// Yields per call: `None` none; `Some(rng)` 0-3 at random, from a seeded generator.
     yields: Mutex<Option<SplitMix>>,
     timer: SharedTimer,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl FakeState {

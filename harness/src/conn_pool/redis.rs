@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::contract::{PoolConfig, PoolError};
+use super::contract::{PoolConfig, PoolError, PoolStats};
 use super::suite::{EXERCISE, L4};
 use super::{ErasedGuard, ErasedPool, RedisConn, RedisConnector, RedisFactory};
 use crate::clock::{SharedTimer, Stopwatch, TokioTimer};
@@ -58,6 +58,21 @@ async fn get_bounded(
     }
 }
 
+/// The stats once they show `(in_use, idle)`, or as they stand after the liveness
+/// bound: on this multi-threaded runtime a pool may finish a return on another task
+/// (the contract does not require the return to be done when the guard's drop returns,
+/// and the scripted levels settle before they compare), so the check waits for it.
+async fn settled_stats(pool: &dyn ErasedPool<RedisConn>, in_use: usize, idle: usize) -> PoolStats {
+    let started = Stopwatch::start();
+    loop {
+        let stats = pool.stats();
+        if (stats.in_use, stats.idle) == (in_use, idle) || started.elapsed() > liveness_bound() {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn client_id(guard: &mut ErasedGuard<RedisConn>) -> Result<i64, String> {
     ::redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut guard.conn).await.map_err(|e| e.to_string())
 }
@@ -76,6 +91,7 @@ fn reuse(make: RedisFactory) -> CaseResult {
             get_bounded(pool.as_ref(), "first get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
         let id = client_id(&mut first).await.map_err(&fail)?;
         drop(first);
+        settled_stats(pool.as_ref(), 0, 1).await;
         let mut again =
             get_bounded(pool.as_ref(), "second get()").await?.map_err(|e| fail(format!("get() -> {e:?}")))?;
         let again_id = client_id(&mut again).await.map_err(&fail)?;
@@ -95,7 +111,7 @@ fn reuse(make: RedisFactory) -> CaseResult {
             return Err(fail(format!("two guards alive: stats {stats:?}, expected in_use 2, idle 0")));
         }
         drop((again, other));
-        let stats = pool.stats();
+        let stats = settled_stats(pool.as_ref(), 0, 2).await;
         if (stats.in_use, stats.idle) != (0, 2) {
             return Err(fail(format!("both returned: stats {stats:?}, expected in_use 0, idle 2")));
         }

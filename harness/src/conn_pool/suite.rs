@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -14,10 +14,11 @@ use proptest::prelude::*;
 use super::contract::{ConfigError, PoolConfig, PoolError};
 use super::model::{config, Config, Connects, Op, Output, PoolSpec};
 use super::{ErasedGuard, ErasedPool, Factory, FakeConn, FakeConnector, FakeState};
-use crate::clock::{Clock, SharedTimer, Sleep, Timer, Timestamp, TokioTimer};
+use crate::clock::{paused_runtime, Clock, SharedTimer, Sleep, Timer, Timestamp, TokioTimer};
 use crate::linearizability::SplitMix;
 use crate::sequential::{exhaustive, random, replay, Budget};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Hints, Level, QUICK_DEADLINE as QUICK};
+use crate::watchdog::lock;
 
 pub const EXERCISE: &str = "conn_pool";
 pub const L1: Level = Level { number: 1, name: "sizing_and_timeout" };
@@ -27,14 +28,14 @@ pub const L4: Level = Level { number: 4, name: "redis" };
 
 /// After an op, the driver yields until this many yields in a row saw no activity (no
 /// connector call, no timer call, no `get()` returning): every task has then run as far
-/// as it can without time moving.
+/// as it can without time moving. Why a count suffices: on a current-thread runtime a
+/// `yield_now` puts the driver behind every task already woken, so each quiet yield is a
+/// full pass over the ready tasks; only a pool that hands work through more than this
+/// many task-to-task wakeups in a row without touching the timer or the connector (no
+/// real design needs one) could be read before it finished.
 const QUIET_YIELDS: u32 = 24;
 /// A spinning attempt never goes quiet: stop settling after this many yields.
 const MAX_SETTLE_YIELDS: u32 = 20_000;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Tokio's timer, counting calls so the driver can tell when nothing moves.
 #[derive(Debug)]
@@ -60,15 +61,6 @@ impl Timer for CountingTimer {
             activity.fetch_add(1, Ordering::SeqCst);
         })
     }
-}
-
-/// A paused current-thread runtime: virtual time that moves only when every task waits.
-pub(super) fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread tokio runtime")
 }
 
 type Done = Arc<Mutex<Vec<(usize, Result<ErasedGuard<FakeConn>, PoolError>)>>>;
@@ -484,7 +476,10 @@ fn stress_once(make: Factory, seed: u64) -> CaseResult {
                     tokio::time::sleep(Duration::from_millis(rng.below(15) as u64)).await;
                     let cancel_after = (rng.below(5) == 0).then(|| rng.below(60) as u64);
                     let result = match cancel_after {
+                        // `biased`: tokio's default picks a random ready branch, which
+                        // would make a history (and a verdict) vary between runs.
                         Some(ms) => tokio::select! {
+                            biased;
                             r = pool.get() => Some(r),
                             _ = tokio::time::sleep(Duration::from_millis(ms)) => None,
                         },

@@ -216,7 +216,7 @@ impl Spec for RetrySpec {
         Some(match (expected, actual) {
             (Retried { sleeps: e }, Retried { sleeps: a }) if e.len() == 1 && a.len() == 1 => {
                 "The delay before attempt n+1 is exact: one draw x from the injected random source, the ceiling \
-                 c = min(cap, base·2ⁿ) with attempts numbered from 0 (saturating, never overflowing), and \
+                 c = min(cap, base·2ⁿ, MAX_DELAY) with attempts numbered from 0 (saturating, never overflowing), and \
                  delay = (x · (c + 1)) >> 64 computed in 128 bits, so both 0 and c itself are possible. A server's \
                  retry_after is a floor: max(jittered, retry_after), still one draw."
             }

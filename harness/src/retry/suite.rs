@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -18,17 +18,14 @@ use super::contract::{
 };
 use super::model::{ceiling_nanos, describe, Config, Draws, Kind, Op, Output, RetrySpec};
 use super::{BoxFuture, ErasedOp, Factory, VirtualTimer};
-use crate::clock::{Clock, SharedTimer, Sleep, Timer, Timestamp, TokioTimer};
+use crate::clock::{paused_runtime, Clock, SharedTimer, Sleep, Timer, Timestamp, TokioTimer};
 use crate::sequential::{exhaustive, random, replay, Budget, Spec};
 use crate::suite::{guarded, Case, CaseError, CaseResult, Hints, Level, QUICK_DEADLINE as QUICK};
+use crate::watchdog::lock;
 
 // ---------------------------------------------------------------------------------
 // The step driver: one scripted attempt per replay step
 // ---------------------------------------------------------------------------------
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What the scripted operation and the driver share.
 #[derive(Default)]
@@ -73,10 +70,6 @@ fn scripted_op(script: Arc<Mutex<Script>>, timer: VirtualTimer) -> ErasedOp {
 }
 
 type RunFuture = BoxFuture<'static, Result<u32, RetryError<u32>>>;
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a tokio runtime")
-}
 
 /// One graded call on a fresh retrier, attempt by attempt.
 struct Driver {
@@ -265,6 +258,10 @@ fn long_schedules() -> Vec<(Config, Vec<Op>)> {
             config(policy(Duration::from_micros(333), Duration::from_secs(86_400), 64, NO_BUDGET), extreme_draws()),
             transient(64),
         ),
+        // The contract's "no overflow for any n": past 2⁶⁴ and 2¹²⁸ doublings, and the
+        // largest base and cap there are (ceilings of MAX_DELAY, sleeps of 584 years).
+        (config(policy(Duration::from_nanos(1), Duration::MAX, 140, NO_BUDGET), extreme_draws()), transient(140)),
+        (config(policy(Duration::MAX, Duration::MAX, 6, NO_BUDGET), Draws::Seeded(11)), transient(6)),
     ]
 }
 
@@ -534,7 +531,6 @@ fn sample_delays(make: Factory, policy: RetryPolicy, seed: u64, runs: usize) -> 
             lock(&m).push(t.sleeps().len());
             Box::pin(async { Err(Fault::Transient(0)) })
         });
-        let before = timer.sleeps().len();
         let result = guarded(|| runtime.block_on(retrier.run(op)))
             .map_err(|p| p.into_case_error(format!("call {run} of {shown}")))?;
         let attempts = policy.max_attempts;
@@ -547,7 +543,6 @@ fn sample_delays(make: Factory, policy: RetryPolicy, seed: u64, runs: usize) -> 
         let sleeps = timer.sleeps();
         let mut marks = lock(&marks).clone();
         marks.push(sleeps.len());
-        let _ = before;
         let delays = marks
             .windows(2)
             .map(|w| sleeps[w[0]..w[1]].iter().map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).sum())
@@ -830,16 +825,17 @@ pub fn suite(make: Factory) -> Vec<Case> {
     vec![
         case(L1, "short_scripts", Hints::new(
             "Transient failures only: after failed attempt n (from 0) the retrier sleeps a delay drawn uniformly from \
-             [0, min(cap, base·2ⁿ)] with one draw of the injected random source, mapped exactly as the contract says, \
+             [0, min(cap, base·2ⁿ, MAX_DELAY)] with one draw of the injected random source, mapped exactly as the contract says, \
              then calls again; a success is returned at once.",
             "Full jitter: the ceiling grows exponentially, but the delay is anywhere below it, so that callers that failed \
              together do not come back together. The grader replays your random stream, so the mapping must be exact.",
             "delay_ns = ((x as u128 * (ceiling_ns as u128 + 1)) >> 64) as u64 with x = rng.next_u64(); ceiling_ns = \
-             min(cap, base·2ⁿ) in u128 nanoseconds; then timer.sleep(Duration::from_nanos(delay_ns)).await."),
+             min(cap, base·2ⁿ, MAX_DELAY) in u128 nanoseconds (shifting only while below the cap: 2ⁿ for n ≥ 128 overflows even u128); then timer.sleep(Duration::from_nanos(delay_ns)).await."),
             |make| exhaustive_scripts(make, &l1_configs(), &l1_letters(), 6)),
         case(L1, "long_schedules", Hints::new(
-            "Long runs of failures: 70 to 100 retries, so base·2ⁿ passes 2^64 ns long before the end; the ceiling stays at \
-             the cap and nothing overflows or panics. max_attempts may be u32::MAX.",
+            "Long runs of failures: up to 140 retries, so base·2ⁿ passes 2^64 ns (and 2ⁿ passes 2^128) long before the \
+             end, and base and cap may be Duration::MAX; the ceiling stays at min(cap, MAX_DELAY) and nothing overflows \
+             or panics. max_attempts may be u32::MAX.",
             "Exponential growth overflows any fixed-width integer after a few dozen doublings: 2ⁿ itself, base·2ⁿ, or a \
              shift that silently drops high bits. Saturate before the multiplication can overflow.",
             "Compute in u128 with checked/saturating operations (1u128.checked_shl(n), saturating_mul), or stop doubling \
