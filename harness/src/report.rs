@@ -111,7 +111,8 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>], no
             Some(when) => format!("  REGRESSION: this level passed on {when}"),
             None => String::new(),
         };
-        let _ = writeln!(text, "  {:<20} {passed:>2}/{:<2}  {status}{regression}", level.to_string(), cases.len());
+        // 25: the longest level label, `L2 validation_and_reaping`, keeps the counts in one column.
+        let _ = writeln!(text, "  {:<25} {passed:>2}/{:<2}  {status}{regression}", level.to_string(), cases.len());
     }
     let first_failure = graded.iter().find(|g| g.outcome.is_failure());
     match first_failure {
