@@ -197,8 +197,8 @@ mod tests {
             },
         ];
         let card = render(&graded, &CardNotes::default());
-        assert!(card.contains("L1 lvl                1/2   b FAILED"), "{card}");
-        assert!(card.contains("L2 lvl                0/1   not implemented"), "{card}");
+        assert!(card.contains("L1 lvl                     1/2   b FAILED"), "{card}");
+        assert!(card.contains("L2 lvl                     0/1   not implemented"), "{card}");
         assert!(card.contains("First failure: kata::l1_lvl::b (FAILED)"), "{card}");
         assert!(card.contains("    counterexample (2 steps):"), "{card}");
         assert!(card.contains("Nudge: the behaviour"), "{card}");
@@ -219,7 +219,7 @@ mod tests {
             },
         ];
         let card = render(&graded, &CardNotes::default());
-        assert!(card.contains("L5 lvl                0/1   SKIPPED (no Redis server)"), "{card}");
+        assert!(card.contains("L5 lvl                     0/1   SKIPPED (no Redis server)"), "{card}");
         assert!(!card.contains("First failure"), "{card}");
         assert!(card.contains("Every level that could run passed."), "{card}");
         assert!(card.contains("!!! 1 cases SKIPPED, not graded: skipped: no redis-server"), "{card}");
