@@ -63,6 +63,11 @@ pub const SHARED_SCHEDULE: u8 = 22;
 pub const SPAWNS_LOOP: u8 = 23;
 /// Sleeps in a spawned task (awaiting a channel): a dropped call leaves its sleep running.
 pub const SPAWNS_SLEEP: u8 = 24;
+// Level 1 again: the far end of the domain (the contract's "no overflow for any n").
+/// `1u128.wrapping_shl(n)`: the shift count wraps at 128, so retry 128 starts over at `base`.
+pub const SHIFT_WRAPS_AT_128: u8 = 25;
+/// `min(cap, base·2ⁿ) as u64` without `MAX_DELAY`: a cap past 584 years is cut to its low 64 bits.
+pub const MAX_DELAY_FORGOTTEN: u8 = 26;
 
 /// The state a retrier shares between calls (its `Arc` clones outlive `run` when spawned).
 struct Shared {
@@ -87,6 +92,7 @@ impl Shared {
                 None => u128::MAX,
             },
             POW_OVERFLOWS => self.policy.base.saturating_mul(2u32.pow(n)).as_nanos(),
+            SHIFT_WRAPS_AT_128 => base.saturating_mul(1u128.wrapping_shl(n)),
             _ => match 1u128.checked_shl(n) {
                 Some(factor) => base.saturating_mul(factor),
                 None if base == 0 => 0,
@@ -94,7 +100,11 @@ impl Shared {
             },
         };
         let cap = if BUG == IGNORES_CAP { u128::MAX } else { cap };
-        let limit = if BUG == CAPS_AT_I64 { i64::MAX as u128 } else { MAX_DELAY.as_nanos() };
+        let limit = match BUG {
+            CAPS_AT_I64 => i64::MAX as u128,
+            MAX_DELAY_FORGOTTEN => u128::MAX,
+            _ => MAX_DELAY.as_nanos(),
+        };
         grown.min(cap).min(limit) as u64
     }
 
@@ -283,6 +293,8 @@ pub fn mutants() -> Vec<crate::Mutant> {
         mutant!(SHARED_SCHEDULE, "l4_many_callers::retry_spike"),
         mutant!(SPAWNS_LOOP, "l4_many_callers::cancellation"),
         mutant!(SPAWNS_SLEEP, "l4_many_callers::cancellation"),
+        mutant!(SHIFT_WRAPS_AT_128, "l1_backoff_schedule::long_schedules"),
+        mutant!(MAX_DELAY_FORGOTTEN, "l1_backoff_schedule::long_schedules"),
         attempt!(Stepper, DECORRELATED_JITTER, "l1_backoff_schedule::short_scripts"),
         attempt!(Stepper, DOUBLES_PAST_CAP, "l1_backoff_schedule::long_schedules"),
         attempt!(Stepper, DRAW_BEFORE_COUNT, "l2_faults_and_budgets::consecutive_calls"),
