@@ -163,10 +163,11 @@ where
     fn check(&self, limits: &[(K, WindowQuota)], cost: u32) -> Result<WindowDecision, LimitError>;
 }
 
-/// Heap bytes a limiter may hold per live key (graded keys are 4 bytes): a key, its
-/// counters or the head of its log, a hash map's load factor and growth, and a table
-/// that may grow to twice its live keys before it is swept.
-pub const HEAP_PER_KEY: usize = 256;
+/// Heap bytes a limiter may hold per live key (graded keys are 4 bytes): a key with its
+/// counters or the head of its log (up to ~100 bytes), a hash map's load factor and
+/// power-of-two growth, and a table that may grow to twice its live keys before it is
+/// swept.
+pub const HEAP_PER_KEY: usize = 512;
 /// Heap bytes per live log entry: a (time, cost) pair of 16 bytes in a growable buffer
 /// that may hold up to four times its entries.
 pub const HEAP_PER_LOG_ENTRY: usize = 64;

@@ -290,6 +290,9 @@ pub(super) fn edge_scenarios() -> Vec<Vec<Op>> {
             Op::Advance(ms(200)),
             check(&[(0, 1)], 1),
         ],
+        // A denied request is logged nowhere: 700ms later the log has forgotten the
+        // allowed ones, and the denied one must not take their place.
+        vec![check(&[(0, 1)], 2), Op::Advance(ms(400)), check(&[(0, 1)], 1), Op::Advance(ms(700)), check(&[(0, 1)], 2)],
         // A counter's previous window is only the one just before: after an idle
         // window, nothing is weighted.
         vec![
