@@ -281,8 +281,8 @@ mod tests {
         ];
         for (algorithm, answers) in expected {
             let mut model = WindowLimitSpec::model(&Config(algorithm));
-            let steps: [(u64, Vec<(u8, WindowQuota)>, u32); 5] = [
-                (900, vec![(0, user)], 4),
+            let steps = [
+                (900u64, vec![(0u8, user)], 4u32),
                 (1000, vec![(0, user)], 4),
                 (1500, vec![(0, user)], 2),
                 (1900, vec![(0, user)], 2),

@@ -271,7 +271,7 @@ pub(super) fn edge_scenarios() -> Vec<Vec<Op>> {
     let ms = Duration::from_millis;
     vec![
         // Errors: no limits, a key twice, a cost over a limit; nothing counted.
-        vec![check(&[], 1), check(&[(0, 0), (1, 1), (0, 0)], 1), check(&[(0, 1)], 3), check(&[(0, 1)], 2)],
+        vec![check(&[], 1), check(&[(0, 0), (1, 1), (0, 0)], 1), check(&[(2, 1)], 3), check(&[(2, 1)], 2)],
         // Denied anywhere counts nowhere, whichever key comes first.
         vec![check(&[(0, 0)], 1), check(&[(1, 1), (0, 0)], 1), check(&[(1, 1)], 2), check(&[(0, 0), (1, 1)], 1)],
         // The clock steps back across a window boundary: nothing is reset or forgotten.
