@@ -414,6 +414,8 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::circuit_breaker::must_pass,
         mutants::conn_pool::must_pass,
         mutants::conn_pool_attempts::must_pass,
+        mutants::window_limit::must_pass,
+        mutants::window_limit_attempts::must_pass,
     ];
     for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
@@ -423,6 +425,7 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::conn_pool::mutants,
         mutants::conn_pool_attempts::mutants,
         mutants::retry::mutants,
+        mutants::window_limit::mutants,
     ];
     for mutant in mutants().into_iter().chain(newer_mutants.into_iter().flat_map(|list| list())) {
         let case = mutant
@@ -443,6 +446,8 @@ fn cases() -> Vec<(Case, Expect)> {
         conn_pool: harness::conn_pool::factory::<mutants::stubs::Stub>(),
         conn_pool_redis: harness::conn_pool::redis_factory::<mutants::stubs::Stub>(),
         retry: harness::retry::factory::<mutants::stubs::Stub>(),
+        window_limit: harness::window_limit::factory::<mutants::stubs::Stub>(),
+        window_limit_redis: harness::window_limit::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     // Deadlines count from the last sign of life: a case that keeps making progress for

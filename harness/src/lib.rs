@@ -2,7 +2,7 @@
 //!
 //! * [`clock`]: injected time (`Clock`, `SystemClock`, `ManualClock`).
 //! * One module per exercise ([`ttl_lru`], [`rate_limit`], [`top_k`], [`idempotency`],
-//!   [`retry`], [`circuit_breaker`], [`conn_pool`]): the contract trait, its model, its suite.
+//!   [`retry`], [`circuit_breaker`], [`conn_pool`], [`window_limit`]): the contract trait, its model, its suite.
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends;
 //!   [`redis_server`]: a private Redis server for the distributed levels;
@@ -29,6 +29,7 @@ pub mod suite;
 pub mod top_k;
 pub mod ttl_lru;
 pub mod watchdog;
+pub mod window_limit;
 
 pub use clock::{SharedTimer, Timer, TokioTimer};
 pub use suite::{Case, CaseError, CaseResult, HintTier, Hints, Level};
@@ -45,6 +46,8 @@ pub struct Implementations {
     pub conn_pool: conn_pool::Factory,
     pub conn_pool_redis: conn_pool::RedisFactory,
     pub retry: retry::Factory,
+    pub window_limit: window_limit::Factory,
+    pub window_limit_redis: window_limit::RedisFactory,
 }
 
 /// Every graded case of every exercise, in report-card order.
@@ -60,6 +63,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         conn_pool,
         conn_pool_redis,
         retry,
+        window_limit,
+        window_limit_redis,
     } = implementations;
     [
         ttl_lru::suite(ttl_lru),
@@ -72,6 +77,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         circuit_breaker::suite(circuit_breaker),
         conn_pool::suite(conn_pool),
         conn_pool::redis_suite(conn_pool_redis),
+        window_limit::suite(window_limit),
+        window_limit::redis_suite(window_limit_redis),
     ]
     .into_iter()
     .flatten()

@@ -11,6 +11,7 @@ pub mod rate_limit;
 pub mod retry;
 pub mod top_k;
 pub mod ttl_lru;
+pub mod window_limit;
 
 use harness::{Case, Implementations};
 
@@ -27,5 +28,7 @@ pub fn cases() -> Vec<Case> {
         conn_pool: harness::conn_pool::factory::<conn_pool::Pool<_>>(),
         conn_pool_redis: harness::conn_pool::redis_factory::<conn_pool::Pool<_>>(),
         retry: harness::retry::factory::<retry::Retrier>(),
+        window_limit: harness::window_limit::factory::<window_limit::Limiter<_>>(),
+        window_limit_redis: harness::window_limit::redis_factory::<window_limit::RedisLimiter>(),
     })
 }

@@ -17,3 +17,5 @@ pub mod top_k;
 pub mod top_k_attempts;
 pub mod ttl_lru;
 pub mod ttl_lru_attempts;
+pub mod window_limit;
+pub mod window_limit_attempts;

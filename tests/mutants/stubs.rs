@@ -185,3 +185,34 @@ impl harness::retry::Retry for Stub {
         async { todo!() }
     }
 }
+
+impl<K: Hash + Eq + Clone + Send + Sync> harness::window_limit::WindowLimiter<K> for Stub {
+    fn new(_: harness::window_limit::Algorithm, _: SharedClock) -> Self {
+        Stub
+    }
+    fn check(
+        &self,
+        _: &[(K, harness::window_limit::WindowQuota)],
+        _: u32,
+    ) -> Result<harness::window_limit::WindowDecision, LimitError> {
+        todo!()
+    }
+}
+
+impl harness::window_limit::RedisWindowLimiter for Stub {
+    async fn connect(
+        _: &str,
+        _: harness::window_limit::Algorithm,
+        _: RedisLimiterConfig,
+        _: SharedClock,
+    ) -> Result<Self, RedisLimitError> {
+        todo!()
+    }
+    async fn check(
+        &self,
+        _: &[(&str, harness::window_limit::WindowQuota)],
+        _: u32,
+    ) -> Result<harness::window_limit::WindowDecision, RedisLimitError> {
+        todo!()
+    }
+}
