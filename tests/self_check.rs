@@ -443,6 +443,8 @@ fn cases() -> Vec<(Case, Expect)> {
         conn_pool: harness::conn_pool::factory::<mutants::stubs::Stub>(),
         conn_pool_redis: harness::conn_pool::redis_factory::<mutants::stubs::Stub>(),
         retry: harness::retry::factory::<mutants::stubs::Stub>(),
+        job_queue: harness::job_queue::factory::<mutants::stubs::Stub>(),
+        job_queue_redis: harness::job_queue::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     // Deadlines count from the last sign of life: a case that keeps making progress for

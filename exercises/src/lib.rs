@@ -7,6 +7,7 @@
 pub mod circuit_breaker;
 pub mod conn_pool;
 pub mod idempotency;
+pub mod job_queue;
 pub mod rate_limit;
 pub mod retry;
 pub mod top_k;
@@ -27,5 +28,7 @@ pub fn cases() -> Vec<Case> {
         conn_pool: harness::conn_pool::factory::<conn_pool::Pool<_>>(),
         conn_pool_redis: harness::conn_pool::redis_factory::<conn_pool::Pool<_>>(),
         retry: harness::retry::factory::<retry::Retrier>(),
+        job_queue: harness::job_queue::factory::<job_queue::Queue>(),
+        job_queue_redis: harness::job_queue::redis_factory::<job_queue::RedisQueue>(),
     })
 }

@@ -18,6 +18,7 @@ pub mod conn_pool;
 pub mod heap;
 pub mod idempotency;
 pub mod isolation;
+pub mod job_queue;
 pub mod libtest;
 pub mod linearizability;
 pub mod rate_limit;
@@ -45,6 +46,8 @@ pub struct Implementations {
     pub conn_pool: conn_pool::Factory,
     pub conn_pool_redis: conn_pool::RedisFactory,
     pub retry: retry::Factory,
+    pub job_queue: job_queue::Factory,
+    pub job_queue_redis: job_queue::RedisFactory,
 }
 
 /// Every graded case of every exercise, in report-card order.
@@ -60,6 +63,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         conn_pool,
         conn_pool_redis,
         retry,
+        job_queue,
+        job_queue_redis,
     } = implementations;
     [
         ttl_lru::suite(ttl_lru),
@@ -72,6 +77,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         circuit_breaker::suite(circuit_breaker),
         conn_pool::suite(conn_pool),
         conn_pool::redis_suite(conn_pool_redis),
+        job_queue::suite(job_queue),
+        job_queue::redis_suite(job_queue_redis),
     ]
     .into_iter()
     .flatten()

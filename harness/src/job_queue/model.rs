@@ -1,0 +1,1 @@
+//! The model of the in-memory queue (to be written).
