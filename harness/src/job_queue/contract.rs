@@ -33,6 +33,15 @@
 //! A delayed job whose delay is over is *due*. Each `claim` first moves every due job
 //! to the tail of the ready queue, in order of due time (ties: order of the `fail`
 //! calls), then takes stale jobs, then ready ones.
+//!
+//! # Time
+//!
+//! Every rule compares the clock's `now` with an instant fixed when something happened:
+//! a lease runs out at delivery + `visibility_timeout` (stale from that instant on:
+//! `now >= end`), a delayed job is due at its `fail` + backoff (`now >= due`), a
+//! deduplication key is forgotten at its first enqueue + `dedup_window` (a duplicate
+//! while `now < end`). A clock that steps back changes none of those instants: leases
+//! and delays last longer, keys are remembered longer, and ages never go below zero.
 
 use std::fmt;
 use std::future::Future;
@@ -189,7 +198,8 @@ pub struct Metrics {
     pub in_flight: u64,
     /// Jobs waiting out a backoff, due or not (due ones move at the next claim).
     pub delayed: u64,
-    /// How long the head of the ready queue has waited since it entered it; `None` when
+    /// How long the head of the ready queue has waited since it entered it (a retried
+    /// job enters it when a claim moves it there, not at its first enqueue); `None` when
     /// the ready queue is empty.
     pub oldest_ready_age: Option<Duration>,
     /// Deliveries after the first, counted when made.
@@ -228,18 +238,29 @@ pub trait JobQueue: Send + Sync + Sized {
     fn new(config: QueueConfig, clock: SharedClock) -> Result<Self, ConfigError>;
 
     /// Adds a job unless `dedup_key` was given to an enqueue less than `dedup_window`
-    /// ago (that enqueue's id is returned; the window does not restart). Payloads are
-    /// any bytes, keys any string.
+    /// ago (that enqueue's id is returned; the window does not restart). The first
+    /// enqueue of a key after its window ended adds a job and starts a new window; a
+    /// `dedup_window` of zero never deduplicates. Payloads are any bytes (empty too),
+    /// keys any string.
     fn enqueue(&self, payload: &[u8], dedup_key: Option<&str>) -> Enqueued;
 
-    /// Moves due jobs, then delivers up to `max` jobs to `worker`: stale ones first (in
-    /// the order they entered the ready queue), then from the head of the ready queue.
-    /// Back-pressure: never more than `max_in_flight` minus the jobs `worker` holds
-    /// (see [`QueueError::NotHeld`] for what "holds" means). Stale jobs on their last
-    /// attempt become dead letters here and do not count toward `max`.
+    /// In this order, as one atomic step:
+    /// 1. moves every due job to the tail of the ready queue (due time, then `fail` order);
+    /// 2. makes every stale job on its last attempt a dead letter ([`LEASE_EXPIRED`]),
+    ///    in the order the jobs last entered the ready queue;
+    /// 3. delivers up to `min(max, max_in_flight − held)` jobs to `worker`, where `held`
+    ///    is what `worker` holds now (stale jobs included; see [`QueueError::NotHeld`]
+    ///    for what "holds" means; `0` when it holds `max_in_flight` or more): stale jobs
+    ///    first, in the order they last entered the ready queue, then from the head of
+    ///    the ready queue.
+    ///
+    /// Steps 1 and 2 happen on every claim, `max == 0` and a worker at its limit
+    /// included. A worker at its limit gets nothing, not even its own stale jobs back
+    /// (another worker's claim takes them).
     fn claim(&self, worker: &str, max: usize) -> Vec<Delivery>;
 
-    /// The job succeeded: it is removed for good.
+    /// The job succeeded: it is removed for good. Only its holder may ack it (a stale
+    /// job too, until another claim takes it).
     fn ack(&self, worker: &str, id: &JobId) -> Result<(), QueueError>;
 
     /// The attempt failed with `error`: delayed, or a dead letter after its last attempt.
