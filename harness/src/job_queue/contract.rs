@@ -36,12 +36,14 @@
 //!
 //! # Time
 //!
-//! Every rule compares the clock's `now` with an instant fixed when something happened:
+//! Every rule compares the queue's `now` with an instant fixed when something happened:
 //! a lease runs out at delivery + `visibility_timeout` (stale from that instant on:
 //! `now >= end`), a delayed job is due at its `fail` + backoff (`now >= due`), a
 //! deduplication key is forgotten at its first enqueue + `dedup_window` (a duplicate
-//! while `now < end`). A clock that steps back changes none of those instants: leases
-//! and delays last longer, keys are remembered longer, and ages never go below zero.
+//! while `now < end`). The calls that use time (`enqueue`, `claim`, `fail`, `metrics`)
+//! read the clock once each, and the queue's `now` is the latest reading so far: a clock
+//! that steps back does not move the queue's time back (so a key once forgotten stays
+//! forgotten, and an expired key can be dropped for good).
 
 use std::fmt;
 use std::future::Future;
