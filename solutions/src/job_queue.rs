@@ -119,7 +119,12 @@ impl State {
 
     fn bury(&mut self, job: u64, error: &str) {
         if let Some(j) = self.jobs.remove(&job) {
-            self.dead.push(DeadLetter { id: id_of(job), payload: j.payload, attempts: j.attempts, last_error: error.into() });
+            self.dead.push(DeadLetter {
+                id: id_of(job),
+                payload: j.payload,
+                attempts: j.attempts,
+                last_error: error.into(),
+            });
         }
     }
 

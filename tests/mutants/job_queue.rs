@@ -154,7 +154,12 @@ impl<const BUG: u8> Flawed<BUG> {
 
     fn bury(state: &mut State, index: usize, error: &str) {
         let job = state.jobs.remove(index);
-        state.dead.push(DeadLetter { id: id_of(job.id), payload: job.payload, attempts: job.attempts, last_error: error.into() });
+        state.dead.push(DeadLetter {
+            id: id_of(job.id),
+            payload: job.payload,
+            attempts: job.attempts,
+            last_error: error.into(),
+        });
     }
 
     /// Picks the jobs a claim delivers (steps 1 and 2 done): their ids.
@@ -170,11 +175,8 @@ impl<const BUG: u8> Flawed<BUG> {
             })
             .count() as u32;
         let room = (self.config.max_in_flight.saturating_sub(held) as usize).min(max);
-        let stale = if BUG == STALE_NOT_RECLAIMED {
-            Vec::new()
-        } else {
-            Self::in_order(state, |j| self.stale(state, j))
-        };
+        let stale =
+            if BUG == STALE_NOT_RECLAIMED { Vec::new() } else { Self::in_order(state, |j| self.stale(state, j)) };
         let ready = Self::in_order(state, |j| matches!(j.place, Place::Ready { .. }));
         stale.into_iter().chain(ready).take(room).map(|i| state.jobs[i].id).collect()
     }
@@ -316,7 +318,8 @@ impl<const BUG: u8> JobQueue for Flawed<BUG> {
             job.attempts >= self.config.max_attempts
         };
         if last {
-            let error = if BUG == FIRST_ERROR_KEPT { job.first_error.clone().unwrap_or_default() } else { error.into() };
+            let error =
+                if BUG == FIRST_ERROR_KEPT { job.first_error.clone().unwrap_or_default() } else { error.into() };
             Self::bury(&mut state, index, &error);
             return Ok(Failed::DeadLettered);
         }
@@ -332,7 +335,9 @@ impl<const BUG: u8> JobQueue for Flawed<BUG> {
         let count = |wanted: fn(&Place) -> bool| state.jobs.iter().filter(|j| wanted(&j.place)).count() as u64;
         let head = Self::in_order(&state, |j| matches!(j.place, Place::Ready { .. })).first().map(|&i| &state.jobs[i]);
         let age = head.map(|job| match job.place {
-            Place::Ready { .. } if BUG == AGE_FROM_FIRST_ENQUEUE => state.now.saturating_duration_since(job.enqueued_at),
+            Place::Ready { .. } if BUG == AGE_FROM_FIRST_ENQUEUE => {
+                state.now.saturating_duration_since(job.enqueued_at)
+            }
             Place::Ready { since } => state.now.saturating_duration_since(since),
             _ => unreachable!("the head is ready"),
         });

@@ -31,11 +31,24 @@ pub fn worker_name(worker: u8) -> String {
 /// One call on the queue, or a move of the test's clock.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Op {
-    Enqueue { payload: Vec<u8>, key: Option<String> },
-    Claim { worker: u8, max: usize },
+    Enqueue {
+        payload: Vec<u8>,
+        key: Option<String>,
+    },
+    Claim {
+        worker: u8,
+        max: usize,
+    },
     /// Job `job` (1-based, in order of creation) acked by `worker`.
-    Ack { worker: u8, job: u32 },
-    Fail { worker: u8, job: u32, error: String },
+    Ack {
+        worker: u8,
+        job: u32,
+    },
+    Fail {
+        worker: u8,
+        job: u32,
+        error: String,
+    },
     Metrics,
     DeadLetters,
     Advance(Duration),
@@ -114,7 +127,13 @@ impl fmt::Debug for Output {
                 let shown: Vec<String> = dead
                     .iter()
                     .map(|d| {
-                        format!("{:?} {} after {} attempts: {:?}", Id(&d.id), show_bytes(&d.payload), d.attempts, d.last_error)
+                        format!(
+                            "{:?} {} after {} attempts: {:?}",
+                            Id(&d.id),
+                            show_bytes(&d.payload),
+                            d.attempts,
+                            d.last_error
+                        )
                     })
                     .collect();
                 write!(f, "[{}]", shown.join(", "))
@@ -128,11 +147,19 @@ impl fmt::Debug for Output {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Place {
     /// In the ready queue since `since`.
-    Ready { since: Timestamp },
+    Ready {
+        since: Timestamp,
+    },
     /// Delivered to `worker`; stale from `until` on.
-    Leased { worker: u8, until: Timestamp },
+    Leased {
+        worker: u8,
+        until: Timestamp,
+    },
     /// Waiting out a backoff: due at `due`; `order` is the `fail` call's number (ties).
-    Delayed { due: Timestamp, order: u64 },
+    Delayed {
+        due: Timestamp,
+        order: u64,
+    },
     Done,
     Dead,
 }
@@ -417,6 +444,9 @@ mod tests {
         QueueSpec::step(&mut model, &Op::Advance(Duration::from_secs(1)));
         let claimed = QueueSpec::step(&mut model, &Op::Claim { worker: 1, max: 0 });
         assert_eq!(claimed, Output::Claimed(vec![]));
-        assert_eq!(format!("{:?}", QueueSpec::step(&mut model, &Op::DeadLetters)), "[j1 b\"\\x01\" after 1 attempts: \"lease expired\"]");
+        assert_eq!(
+            format!("{:?}", QueueSpec::step(&mut model, &Op::DeadLetters)),
+            "[j1 b\"\\x01\" after 1 attempts: \"lease expired\"]"
+        );
     }
 }

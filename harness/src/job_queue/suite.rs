@@ -271,7 +271,7 @@ const LEASES: Exhaustive = Exhaustive {
         ]
     },
     suffix: &[Op::Metrics],
-    max_len: 6,
+    max_len: 5,
 };
 
 /// Deduplication windows: repeats, a second key, no key, the window's end exactly.
@@ -348,17 +348,17 @@ fn random_config(max_attempts: std::ops::RangeInclusive<u32>) -> impl Strategy<V
         Just(Duration::from_secs(1)),
         (1u64..=20_000_000).prop_map(Duration::from_nanos),
     ];
-    let small = prop_oneof![Just(Duration::ZERO), Just(NS), Just(MS), (1u64..=5_000_000).prop_map(Duration::from_nanos)];
-    (duration.clone(), max_attempts, small.clone(), small, 1u32..=3, prop_oneof![Just(Duration::ZERO), duration]).prop_map(
-        |(visibility_timeout, max_attempts, a, b, max_in_flight, dedup_window)| QueueConfig {
+    let small =
+        prop_oneof![Just(Duration::ZERO), Just(NS), Just(MS), (1u64..=5_000_000).prop_map(Duration::from_nanos)];
+    (duration.clone(), max_attempts, small.clone(), small, 1u32..=3, prop_oneof![Just(Duration::ZERO), duration])
+        .prop_map(|(visibility_timeout, max_attempts, a, b, max_in_flight, dedup_window)| QueueConfig {
             visibility_timeout,
             max_attempts,
             backoff_base: a.min(b),
             backoff_cap: a.max(b),
             max_in_flight,
             dedup_window,
-        },
-    )
+        })
 }
 
 /// Random ops: a few payloads and keys, three workers, jobs named up to one past the
@@ -644,7 +644,7 @@ fn retry_edges() -> Vec<(QueueConfig, Vec<Op>)> {
             ],
         ),
         // Due order is by due time, not fail order: a later fail with a shorter delay
-        // comes first; the age of a retried job counts from the claim that moved it.
+        // comes first.
         (
             config(ten, 5, (SEC, Duration::from_secs(4)), 3, Duration::ZERO),
             vec![
@@ -652,6 +652,25 @@ fn retry_edges() -> Vec<(QueueConfig, Vec<Op>)> {
                 enqueue(b"b", None),
                 claim(1, 2),
                 fail(1, 1, "x"),
+                Op::Advance(SEC),
+                claim(1, 2),
+                fail(1, 1, "x"),
+                fail(1, 2, "y"),
+                Op::Advance(Duration::from_secs(2)),
+                Op::Metrics,
+                claim(2, 3),
+                Op::Metrics,
+            ],
+        ),
+        // The age of a retried job counts from the claim that moved it.
+        (
+            config(ten, 5, (SEC, Duration::from_secs(4)), 3, Duration::ZERO),
+            vec![
+                enqueue(b"a", None),
+                enqueue(b"b", None),
+                claim(1, 2),
+                fail(1, 1, "x"),
+                Op::Advance(SEC),
                 claim(1, 2),
                 fail(1, 1, "x"),
                 fail(1, 2, "y"),
@@ -721,14 +740,25 @@ fn bad_configs() -> Vec<(QueueConfig, ConfigError)> {
     let ok = BASIC_CONFIGS[0];
     let long = MAX_DURATION + NS;
     vec![
-        (QueueConfig { visibility_timeout: Duration::ZERO, max_attempts: 0, ..ok }, ConfigError::Zero("visibility_timeout")),
+        (
+            QueueConfig { visibility_timeout: Duration::ZERO, max_attempts: 0, ..ok },
+            ConfigError::Zero("visibility_timeout"),
+        ),
         (QueueConfig { max_attempts: 0, max_in_flight: 0, ..ok }, ConfigError::Zero("max_attempts")),
         (
-            QueueConfig { backoff_base: Duration::from_secs(5), backoff_cap: Duration::from_secs(4), max_in_flight: 0, ..ok },
+            QueueConfig {
+                backoff_base: Duration::from_secs(5),
+                backoff_cap: Duration::from_secs(4),
+                max_in_flight: 0,
+                ..ok
+            },
             ConfigError::BaseAboveCap { base: Duration::from_secs(5), cap: Duration::from_secs(4) },
         ),
         (QueueConfig { max_in_flight: 0, visibility_timeout: long, ..ok }, ConfigError::Zero("max_in_flight")),
-        (QueueConfig { visibility_timeout: long, dedup_window: long, ..ok }, ConfigError::TooLong("visibility_timeout")),
+        (
+            QueueConfig { visibility_timeout: long, dedup_window: long, ..ok },
+            ConfigError::TooLong("visibility_timeout"),
+        ),
         (QueueConfig { backoff_base: long, backoff_cap: Duration::MAX, ..ok }, ConfigError::TooLong("backoff_base")),
         (QueueConfig { backoff_cap: long, dedup_window: Duration::MAX, ..ok }, ConfigError::TooLong("backoff_cap")),
         (QueueConfig { dedup_window: Duration::MAX, ..ok }, ConfigError::TooLong("dedup_window")),
@@ -736,12 +766,17 @@ fn bad_configs() -> Vec<(QueueConfig, ConfigError)> {
 }
 
 fn config_errors(make: Factory) -> CaseResult {
+    // A queue that builds must also work: one call on a valid queue first.
+    let system = System::build(make, &BASIC_CONFIGS[0])?;
+    guarded(|| system.queue.metrics()).map_err(|p| p.into_case_error(format!("{:?}\nmetrics()", BASIC_CONFIGS[0])))?;
     for (config, expected) in bad_configs() {
         let clock = ManualClock::starting_at(START);
         let got = guarded(|| make(config, clock.shared()).map(|_| ()))
             .map_err(|p| p.into_case_error(format!("{config:?}")))?;
         if got != Err(expected.clone()) {
-            return Err(CaseError::failed(format!("Queue::new({config:?})\n  -> {got:?}\n     expected Err({expected:?})")));
+            return Err(CaseError::failed(format!(
+                "Queue::new({config:?})\n  -> {got:?}\n     expected Err({expected:?})"
+            )));
         }
     }
     // The extremes of the domain are valid.
@@ -963,7 +998,10 @@ fn check_ledger(config: &QueueConfig, ledger: &Ledger, system: &System) -> Strin
     for letter in &dead {
         *dead_by_id.entry(&letter.id).or_default() += 1;
         if letter.attempts != config.max_attempts {
-            complain(format!("dead letter {:?} after {} attempts, max_attempts is {}", letter.id, letter.attempts, config.max_attempts));
+            complain(format!(
+                "dead letter {:?} after {} attempts, max_attempts is {}",
+                letter.id, letter.attempts, config.max_attempts
+            ));
         }
         if ledger.created.get(&letter.id) != Some(&letter.payload) {
             complain(format!("dead letter {:?} has a payload (or id) no enqueue gave it", letter.id));
@@ -992,13 +1030,20 @@ fn check_ledger(config: &QueueConfig, ledger: &Ledger, system: &System) -> Strin
                 continue;
             }
             let before = by_attempt[n - 1];
-            let released = ledger.failed.iter().any(|(f, a, called)| f == id && *a == before.attempt && *called < s.returned);
+            let released =
+                ledger.failed.iter().any(|(f, a, called)| f == id && *a == before.attempt && *called < s.returned);
             let lease_over = s.clock_after >= before.clock_before + config.visibility_timeout;
             if !released && !lease_over {
                 complain(format!(
                     "job {id:?}: attempt {} delivered to w{} (claim between clock {:?} and {:?}) while attempt {} \
                      (delivered to w{} at {:?} or later) still held its lease and was not failed: two workers hold it",
-                    s.attempt, s.worker, s.clock_before, s.clock_after, before.attempt, before.worker, before.clock_before
+                    s.attempt,
+                    s.worker,
+                    s.clock_before,
+                    s.clock_after,
+                    before.attempt,
+                    before.worker,
+                    before.clock_before
                 ));
             }
         }
@@ -1092,7 +1137,7 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "Every rule at once: the order of the ready queue, stale jobs first, the age of the head, what a worker \
              holds after another took its stale job.",
             "Derive every answer from one state struct under one lock; read the clock once per call, inside the lock."),
-            QUICK, |make| random_case(make, Budget { cases: 400, ..Budget::default() }, 30, false)),
+            QUICK, |make| random_case(make, Budget { cases: 600, ..Budget::default() }, 30, false)),
         case(L2, "backoff_schedule", Hints::new(
             "A failed attempt n < max_attempts waits exactly backoff(n) = min(backoff_cap, backoff_base × 2^(n−1)): \
              one job is failed through up to 200 attempts on configs where base × 2^(n−1) outgrows u32, u64 and the cap, \
