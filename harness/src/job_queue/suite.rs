@@ -1158,8 +1158,8 @@ pub fn suite(make: Factory) -> Vec<Case> {
         case(L2, "due_order", Hints::new(
             "Due jobs join the tail of the ready queue, behind jobs already there, in order of due time, ties in the \
              order of their fail calls; metrics count due jobs as delayed until a claim moves them.",
-            "A delayed set is a priority queue by due time with a tie-breaker: without one, equal due times come out \
-             in arbitrary order.",
+            "Due times tie (two fails at one instant with one delay): their order must not be left to chance, and \
+             jobs already waiting in the ready queue keep their place ahead of retries.",
             "Key the delayed map by (due, fail sequence number)."),
             QUICK, |make| DUE.run(make)),
         case(L2, "edges", Hints::new(
