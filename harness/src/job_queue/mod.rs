@@ -4,8 +4,9 @@
 //!
 //! * `contract.rs`: what a learner implements ([`JobQueue`], [`RedisJobQueue`]) and the
 //!   types in their signatures;
-//! * `model.rs`: the model and its [`Spec`](crate::sequential::Spec);
-//! * `suite.rs`: levels 1-3; `redis.rs`: level 4 and the Redis adapters; `faults.rs`:
+//! * `model.rs`: the model and its [`Spec`](crate::sequential::Spec), whose ops and
+//!   outputs name jobs `j1`, `j2`, ... in the order they were created;
+//! * `suite.rs`: levels 1-3 (and the driver that renames the implementation's ids); `redis.rs`: level 4 and the Redis adapters; `faults.rs`:
 //!   level 5.
 //!
 //! This module holds the object-safe adapter of the in-memory queue and its factory.

@@ -194,12 +194,12 @@ pub struct Model {
 }
 
 impl Model {
-    /// How many jobs exist (generators name only those, and one more).
+    /// How many jobs were created (exhaustive scripts name only those).
     pub fn jobs(&self) -> u32 {
         self.jobs.len() as u32
     }
 
-    /// Jobs that are leased, in the order they last entered the ready queue, with their numbers.
+    /// The indices of the jobs `wanted` picks, in the order they last entered the ready queue.
     fn in_order(&self, wanted: impl Fn(&Job) -> bool) -> Vec<usize> {
         let mut picked: Vec<usize> = (0..self.jobs.len()).filter(|&i| wanted(&self.jobs[i])).collect();
         picked.sort_by_key(|&i| self.jobs[i].entered);
