@@ -6,7 +6,7 @@
 //!   types in their signatures;
 //! * `model.rs`: the model and its [`Spec`](crate::sequential::Spec), whose ops and
 //!   outputs name jobs `j1`, `j2`, ... in the order they were created;
-//! * `suite.rs`: levels 1-3 (and the driver that renames the implementation's ids); `redis.rs`: level 4 and the Redis adapters; `faults.rs`:
+//! * `suite.rs`: levels 1-3; `redis.rs`: level 4 and the Redis adapters; `faults.rs`:
 //!   level 5.
 //!
 //! This module holds the object-safe adapter of the in-memory queue and its factory.
