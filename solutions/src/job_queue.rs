@@ -15,15 +15,18 @@
 //! One `Mutex` around all of it: every call is one critical section, so a claim that
 //! finds a job and takes it cannot be split by another claim (the race L3 grades).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
-
-use harness::clock::{SharedClock, Timestamp};
+use harness::clock::SharedClock;
 use harness::job_queue::{
     ConfigError, DeadLetter, Delivery, Enqueued, Failed, JobHandler, JobId, JobQueue, Metrics, QueueConfig, QueueError,
-    RedisJobQueue, RedisQueueConfig, WorkReport, LEASE_EXPIRED,
+    RedisJobQueue, RedisQueueConfig, WorkReport,
 };
 use tokio::sync::watch;
+
+// What the in-memory queue needs besides the stub's imports.
+use harness::clock::Timestamp;
+use harness::job_queue::LEASE_EXPIRED;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
 
 /// The in-memory queue.
 pub struct Queue {
