@@ -416,6 +416,7 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::conn_pool_attempts::must_pass,
         mutants::window_limit::must_pass,
         mutants::window_limit_attempts::must_pass,
+        mutants::job_queue::must_pass,
     ];
     for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
@@ -426,6 +427,7 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::conn_pool_attempts::mutants,
         mutants::retry::mutants,
         mutants::window_limit::mutants,
+        mutants::job_queue::mutants,
     ];
     for mutant in mutants().into_iter().chain(newer_mutants.into_iter().flat_map(|list| list())) {
         let case = mutant
@@ -448,6 +450,8 @@ fn cases() -> Vec<(Case, Expect)> {
         retry: harness::retry::factory::<mutants::stubs::Stub>(),
         window_limit: harness::window_limit::factory::<mutants::stubs::Stub>(),
         window_limit_redis: harness::window_limit::redis_factory::<mutants::stubs::Stub>(),
+        job_queue: harness::job_queue::factory::<mutants::stubs::Stub>(),
+        job_queue_redis: harness::job_queue::redis_factory::<mutants::stubs::Stub>(),
     });
     cases.extend(stubs.into_iter().map(|c| (c.prefixed("stub"), Expect::NotImplemented)));
     // Deadlines count from the last sign of life: a case that keeps making progress for

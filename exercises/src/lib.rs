@@ -7,6 +7,7 @@
 pub mod circuit_breaker;
 pub mod conn_pool;
 pub mod idempotency;
+pub mod job_queue;
 pub mod rate_limit;
 pub mod retry;
 pub mod top_k;
@@ -30,5 +31,7 @@ pub fn cases() -> Vec<Case> {
         retry: harness::retry::factory::<retry::Retrier>(),
         window_limit: harness::window_limit::factory::<window_limit::Limiter<_>>(),
         window_limit_redis: harness::window_limit::redis_factory::<window_limit::RedisLimiter>(),
+        job_queue: harness::job_queue::factory::<job_queue::Queue>(),
+        job_queue_redis: harness::job_queue::redis_factory::<job_queue::RedisQueue>(),
     })
 }

@@ -18,6 +18,7 @@ pub mod conn_pool;
 pub mod heap;
 pub mod idempotency;
 pub mod isolation;
+pub mod job_queue;
 pub mod libtest;
 pub mod linearizability;
 pub mod rate_limit;
@@ -48,6 +49,8 @@ pub struct Implementations {
     pub retry: retry::Factory,
     pub window_limit: window_limit::Factory,
     pub window_limit_redis: window_limit::RedisFactory,
+    pub job_queue: job_queue::Factory,
+    pub job_queue_redis: job_queue::RedisFactory,
 }
 
 /// Every graded case of every exercise, in report-card order.
@@ -65,6 +68,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         retry,
         window_limit,
         window_limit_redis,
+        job_queue,
+        job_queue_redis,
     } = implementations;
     [
         ttl_lru::suite(ttl_lru),
@@ -79,6 +84,8 @@ pub fn all_cases(implementations: Implementations) -> Vec<Case> {
         conn_pool::redis_suite(conn_pool_redis),
         window_limit::suite(window_limit),
         window_limit::redis_suite(window_limit_redis),
+        job_queue::suite(job_queue),
+        job_queue::redis_suite(job_queue_redis),
     ]
     .into_iter()
     .flatten()

@@ -7,6 +7,8 @@ pub mod conn_pool;
 pub mod conn_pool_attempts;
 pub mod idempotency;
 pub mod idempotency_attempts;
+pub mod job_queue;
+pub mod job_queue_attempts;
 pub mod rate_limit;
 pub mod rate_limit_attempts;
 pub mod rate_limit_redis;

@@ -216,3 +216,77 @@ impl harness::window_limit::RedisWindowLimiter for Stub {
         todo!()
     }
 }
+
+impl harness::job_queue::JobQueue for Stub {
+    fn new(_: harness::job_queue::QueueConfig, _: SharedClock) -> Result<Self, harness::job_queue::ConfigError> {
+        Ok(Stub)
+    }
+    fn enqueue(&self, _: &[u8], _: Option<&str>) -> harness::job_queue::Enqueued {
+        todo!()
+    }
+    fn claim(&self, _: &str, _: usize) -> Vec<harness::job_queue::Delivery> {
+        todo!()
+    }
+    fn ack(&self, _: &str, _: &harness::job_queue::JobId) -> Result<(), harness::job_queue::QueueError> {
+        todo!()
+    }
+    fn fail(
+        &self,
+        _: &str,
+        _: &harness::job_queue::JobId,
+        _: &str,
+    ) -> Result<harness::job_queue::Failed, harness::job_queue::QueueError> {
+        todo!()
+    }
+    fn metrics(&self) -> harness::job_queue::Metrics {
+        todo!()
+    }
+    fn dead_letters(&self) -> Vec<harness::job_queue::DeadLetter> {
+        todo!()
+    }
+}
+
+impl harness::job_queue::RedisJobQueue for Stub {
+    async fn connect(_: &str, _: harness::job_queue::RedisQueueConfig) -> Result<Self, harness::job_queue::QueueError> {
+        todo!()
+    }
+    async fn enqueue(
+        &self,
+        _: &[u8],
+        _: Option<&str>,
+    ) -> Result<harness::job_queue::Enqueued, harness::job_queue::QueueError> {
+        todo!()
+    }
+    async fn claim(
+        &self,
+        _: &str,
+        _: usize,
+    ) -> Result<Vec<harness::job_queue::Delivery>, harness::job_queue::QueueError> {
+        todo!()
+    }
+    async fn ack(&self, _: &str, _: &harness::job_queue::JobId) -> Result<(), harness::job_queue::QueueError> {
+        todo!()
+    }
+    async fn fail(
+        &self,
+        _: &str,
+        _: &harness::job_queue::JobId,
+        _: &str,
+    ) -> Result<harness::job_queue::Failed, harness::job_queue::QueueError> {
+        todo!()
+    }
+    async fn metrics(&self) -> Result<harness::job_queue::Metrics, harness::job_queue::QueueError> {
+        todo!()
+    }
+    async fn dead_letters(&self) -> Result<Vec<harness::job_queue::DeadLetter>, harness::job_queue::QueueError> {
+        todo!()
+    }
+    async fn work(
+        &self,
+        _: &str,
+        _: &dyn harness::job_queue::JobHandler,
+        _: tokio::sync::watch::Receiver<bool>,
+    ) -> harness::job_queue::WorkReport {
+        todo!()
+    }
+}
