@@ -414,6 +414,7 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::circuit_breaker::must_pass,
         mutants::conn_pool::must_pass,
         mutants::conn_pool_attempts::must_pass,
+        mutants::job_queue_redis::must_pass,
     ];
     for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
@@ -423,6 +424,7 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::conn_pool::mutants,
         mutants::conn_pool_attempts::mutants,
         mutants::retry::mutants,
+        mutants::job_queue_redis::mutants,
     ];
     for mutant in mutants().into_iter().chain(newer_mutants.into_iter().flat_map(|list| list())) {
         let case = mutant

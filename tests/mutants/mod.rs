@@ -7,6 +7,7 @@ pub mod conn_pool;
 pub mod conn_pool_attempts;
 pub mod idempotency;
 pub mod idempotency_attempts;
+pub mod job_queue_redis;
 pub mod rate_limit;
 pub mod rate_limit_attempts;
 pub mod rate_limit_redis;
