@@ -50,7 +50,7 @@ fn queue_config(namespace: String) -> RedisQueueConfig {
             max_attempts: 100,
             backoff_base: ms(5),
             backoff_cap: ms(50),
-            max_in_flight: 8,
+            max_in_flight: 32,
             dedup_window: Duration::from_secs(600),
         },
         namespace,
