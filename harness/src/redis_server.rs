@@ -387,6 +387,32 @@ mod tests {
     }
 
     #[test]
+    fn a_persistent_server_keeps_acknowledged_writes_across_a_kill_and_cleans_up() {
+        let Ok(mut server) = RedisServer::start_persistent() else { return };
+        let dir = server.data_dir.clone().expect("a data dir");
+        let rt = runtime().expect("runtime");
+        let value: Option<String> = rt.block_on(async {
+            let client = redis::Client::open(server.url()).expect("client");
+            let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+            let () = redis::cmd("SET").arg("k").arg("v").query_async(&mut con).await.expect("set");
+            server.restart().expect("restart");
+            let mut con = client.get_multiplexed_async_connection().await.expect("reconnect");
+            // The server answers LOADING while it replays its append-only file.
+            let waited = Stopwatch::start();
+            loop {
+                match redis::cmd("GET").arg("k").query_async(&mut con).await {
+                    Ok(value) => break value,
+                    Err(e) if waited.elapsed() < Duration::from_secs(5) => drop(e),
+                    Err(e) => panic!("GET after restart: {e}"),
+                }
+            }
+        });
+        assert_eq!(value.as_deref(), Some("v"), "a write acknowledged before SIGKILL survives it");
+        drop(server);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+
+    #[test]
     fn missing_redis_skips_locally_and_fails_under_ci() {
         // `required` reads CI; both answers are typed errors, never a pass.
         match unavailable("none here") {

@@ -219,6 +219,9 @@ struct Run {
     seed: u64,
 }
 
+/// One enqueueing task: the (job number, id) of each enqueue it made.
+type EnqueueTask = tokio::task::JoinHandle<Result<Vec<(usize, JobId)>, String>>;
+
 fn amount(n: usize) -> u64 {
     (n % 97 + 1) as u64
 }
@@ -242,7 +245,7 @@ fn crash_run(make: RedisFactory, run: &Run) -> CaseResult {
         run.jobs, run.workers, config.queue
     );
     // Enqueue from 32 tasks at once; each call retried until Ok (the server restarts).
-    let ids: Vec<tokio::task::JoinHandle<Result<Vec<(usize, JobId)>, String>>> = (0..32)
+    let ids: Vec<EnqueueTask> = (0..32)
         .map(|task| {
             let queue = Arc::clone(&queue);
             let jobs = run.jobs;

@@ -241,8 +241,8 @@ fn queue_basics(make: RedisFactory) -> CaseResult {
         log.expect("claim(\"w1\", 10)", claimed, vec![delivery(3)])?;
         let metrics = ok("metrics", q.metrics()).await?;
         log.expect("metrics()", metrics, Metrics { in_flight: 3, ..Metrics::default() })?;
-        for i in 1..4 {
-            let acked = q.ack("w1", &ids[i]).await;
+        for (i, id) in ids.iter().enumerate().skip(1) {
+            let acked = q.ack("w1", id).await;
             log.expect(&format!("ack(\"w1\", job {})", i + 1), acked, Ok(()))?;
         }
         // A done job's key is still within its window.
