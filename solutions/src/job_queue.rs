@@ -158,7 +158,7 @@ end
 local max_attempts, cursor = tonumber(ARGV[5]), '0-0'
 while #out < 3 * room do
   local r = redis.call('XAUTOCLAIM', KEYS[1], 'workers', ARGV[1], ARGV[4], cursor, 'COUNT', room - #out / 3)
-  cursor = r[2] and r[1] or '0-0'
+  cursor = r[1]
   for _, e in ipairs(r[2]) do
     local f = fields(e[2])
     local count = redis.call('XPENDING', KEYS[1], 'workers', e[1], e[1], 1)[1][4]
