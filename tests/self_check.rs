@@ -417,6 +417,7 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::window_limit::must_pass,
         mutants::window_limit_attempts::must_pass,
         mutants::job_queue::must_pass,
+        mutants::job_queue_redis::must_pass,
     ];
     for (prefix, suite) in must_pass.into_iter().flat_map(|list| list()) {
         cases.extend(suite.into_iter().map(|c| (c.prefixed(&prefix), Expect::Pass)));
@@ -428,6 +429,7 @@ fn cases() -> Vec<(Case, Expect)> {
         mutants::retry::mutants,
         mutants::window_limit::mutants,
         mutants::job_queue::mutants,
+        mutants::job_queue_redis::mutants,
     ];
     for mutant in mutants().into_iter().chain(newer_mutants.into_iter().flat_map(|list| list())) {
         let case = mutant

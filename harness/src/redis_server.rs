@@ -55,28 +55,62 @@ pub struct RedisServer {
     url: String,
     child: Option<Child>,
     external: bool,
+    /// Where a persistent server keeps its append-only file (see [`RedisServer::start_persistent`]).
+    data_dir: Option<PathBuf>,
 }
 
 impl RedisServer {
     /// Starts a server (or adopts `REDIS_URL`'s) and waits until it accepts connections.
     pub fn start() -> Result<RedisServer, CaseError> {
         if let Ok(url) = env::var("REDIS_URL") {
-            return Ok(RedisServer { port: 0, url, child: None, external: true });
+            return Ok(RedisServer { port: 0, url, child: None, external: true, data_dir: None });
         }
+        Self::start_owned(None)
+    }
+
+    /// Starts a server of this process's own (never `REDIS_URL`'s: it must be killed
+    /// and restarted with its data) with the append-only file on and fsynced before
+    /// every reply (`--appendonly yes --appendfsync always`): whatever a client was
+    /// told is written survives [`RedisServer::kill`] and [`RedisServer::restart`].
+    ///
+    /// Its data dir is fresh and removed on drop. It lives in /dev/shm when there is
+    /// one: the fault graded is a killed process, not a power cut, so a write in the
+    /// page cache survives it, and fsync on tmpfs costs nothing, which keeps the cases
+    /// fast; elsewhere in the temp dir.
+    pub fn start_persistent() -> Result<RedisServer, CaseError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let shm = PathBuf::from("/dev/shm");
+        let parent = if shm.is_dir() { shm } else { env::temp_dir() };
+        let name = format!("katas-redis-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let dir = parent.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        Self::start_owned(Some(dir))
+    }
+
+    fn start_owned(data_dir: Option<PathBuf>) -> Result<RedisServer, CaseError> {
         let binary = find_binary().map_err(unavailable)?;
         // Ask the OS for a free port, then hand it to redis-server.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| unavailable(format!("no free loopback port: {e}")))?
             .port();
-        let mut server = RedisServer { port, url: format!("redis://127.0.0.1:{port}/"), child: None, external: false };
+        let url = format!("redis://127.0.0.1:{port}/");
+        let mut server = RedisServer { port, url, child: None, external: false, data_dir };
         server.spawn(&binary)?;
         Ok(server)
     }
 
     fn spawn(&mut self, binary: &PathBuf) -> Result<(), CaseError> {
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let dir = self.data_dir.as_ref().map(|d| d.to_string_lossy().into_owned());
+        match &dir {
+            Some(dir) => args.extend(["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let child = Command::new(binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -102,7 +136,8 @@ impl RedisServer {
         !self.external
     }
 
-    /// Kills the server (an outage). Data is lost, as after a crash without persistence.
+    /// Kills the server (SIGKILL: an outage). Data is lost, as after a crash without
+    /// persistence, except a persistent server's (see [`RedisServer::start_persistent`]).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -110,7 +145,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port.
+    /// Starts the server again on the same port (and the same data dir, if it has one).
     pub fn restart(&mut self) -> Result<(), CaseError> {
         self.kill();
         let binary = find_binary().map_err(unavailable)?;
@@ -121,6 +156,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -346,6 +384,32 @@ mod tests {
         assert_eq!(hash_tag("a{ns}b{x}"), Some("ns"));
         assert_eq!(hash_tag("{}:x"), None, "an empty tag does not count");
         assert_eq!(hash_tag("plain"), None);
+    }
+
+    #[test]
+    fn a_persistent_server_keeps_acknowledged_writes_across_a_kill_and_cleans_up() {
+        let Ok(mut server) = RedisServer::start_persistent() else { return };
+        let dir = server.data_dir.clone().expect("a data dir");
+        let rt = runtime().expect("runtime");
+        let value: Option<String> = rt.block_on(async {
+            let client = redis::Client::open(server.url()).expect("client");
+            let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+            let () = redis::cmd("SET").arg("k").arg("v").query_async(&mut con).await.expect("set");
+            server.restart().expect("restart");
+            let mut con = client.get_multiplexed_async_connection().await.expect("reconnect");
+            // The server answers LOADING while it replays its append-only file.
+            let waited = Stopwatch::start();
+            loop {
+                match redis::cmd("GET").arg("k").query_async(&mut con).await {
+                    Ok(value) => break value,
+                    Err(e) if waited.elapsed() < Duration::from_secs(5) => drop(e),
+                    Err(e) => panic!("GET after restart: {e}"),
+                }
+            }
+        });
+        assert_eq!(value.as_deref(), Some("v"), "a write acknowledged before SIGKILL survives it");
+        drop(server);
+        assert!(!dir.exists(), "{} left behind", dir.display());
     }
 
     #[test]

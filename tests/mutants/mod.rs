@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod idempotency_attempts;
 pub mod job_queue;
 pub mod job_queue_attempts;
+pub mod job_queue_redis;
 pub mod rate_limit;
 pub mod rate_limit_attempts;
 pub mod rate_limit_redis;
