@@ -22,11 +22,15 @@ use harness::job_queue::{
 };
 use tokio::sync::watch;
 
-// What the in-memory queue needs besides the stub's imports.
+// What the references need besides the stub's imports.
 use harness::clock::Timestamp;
-use harness::job_queue::LEASE_EXPIRED;
+use harness::job_queue::{LEASE_EXPIRED, POLL_INTERVAL};
+use harness::redis_server::connect_with_timeout;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 
 /// The in-memory queue.
 pub struct Queue {
@@ -284,13 +288,6 @@ impl JobQueue for Queue {
 // and the payload `p`; the attempt a delivery is = `a` + the entry's delivery count in
 // the pending list (XREADGROUP sets it to 1, each XAUTOCLAIM adds one).
 
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
-use std::task::Poll;
-
-use harness::job_queue::{LEASE_EXPIRED, POLL_INTERVAL};
-use harness::redis_server::connect_with_timeout;
-
 /// Shared by every script: the group is created with the stream (from entry 0, so it
 /// sees every job), and the server's clock in ms with µs decimals.
 const PRELUDE: &str = r#"
@@ -514,7 +511,8 @@ impl RedisQueue {
             };
             match result {
                 Ok(settled) => return settled,
-                Err(QueueError::NotHeld(_)) => return Settled::Lost,
+                // ack and fail never answer InvalidConfig (connect checked it): count it lost.
+                Err(QueueError::NotHeld(_) | QueueError::InvalidConfig(_)) => return Settled::Lost,
                 Err(QueueError::Unavailable(_)) => tokio::time::sleep(POLL_INTERVAL).await,
             }
         }
@@ -566,7 +564,7 @@ impl Settled {
 
 impl RedisJobQueue for RedisQueue {
     async fn connect(url: &str, config: RedisQueueConfig) -> Result<Self, QueueError> {
-        config.queue.validate().map_err(|e| QueueError::Unavailable(format!("invalid configuration: {e}")))?;
+        config.queue.validate().map_err(QueueError::InvalidConfig)?;
         let connection = connect_with_timeout(url, config.timeout).await.map_err(QueueError::Unavailable)?;
         Ok(RedisQueue {
             config,

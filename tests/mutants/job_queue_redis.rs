@@ -294,7 +294,8 @@ impl<const BUG: u8> Flawed<BUG> {
             };
             match result {
                 Ok(settled) => return settled,
-                Err(QueueError::NotHeld(_)) => return Settled::Lost,
+                // ack and fail never answer InvalidConfig (connect checked it): count it lost.
+                Err(QueueError::NotHeld(_) | QueueError::InvalidConfig(_)) => return Settled::Lost,
                 Err(QueueError::Unavailable(_)) => tokio::time::sleep(POLL_INTERVAL).await,
             }
         }
@@ -346,7 +347,7 @@ impl Settled {
 
 impl<const BUG: u8> RedisJobQueue for Flawed<BUG> {
     async fn connect(url: &str, config: RedisQueueConfig) -> Result<Self, QueueError> {
-        config.queue.validate().map_err(|e| QueueError::Unavailable(format!("invalid configuration: {e}")))?;
+        config.queue.validate().map_err(QueueError::InvalidConfig)?;
         let connection = connect_with_timeout(url, config.timeout).await.map_err(QueueError::Unavailable)?;
         Ok(Flawed {
             config,

@@ -220,6 +220,9 @@ pub enum QueueError {
     NotHeld(JobId),
     /// Redis could not be reached or did not answer within the timeout.
     Unavailable(String),
+    /// `RedisJobQueue::connect` was given a [`QueueConfig`] that
+    /// [`QueueConfig::validate`] refuses (checked before connecting).
+    InvalidConfig(ConfigError),
 }
 
 impl fmt::Display for QueueError {
@@ -227,6 +230,7 @@ impl fmt::Display for QueueError {
         match self {
             QueueError::NotHeld(id) => write!(f, "this worker does not hold job {}", id.0),
             QueueError::Unavailable(why) => write!(f, "the queue is unavailable: {why}"),
+            QueueError::InvalidConfig(e) => write!(f, "invalid queue configuration: {e}"),
         }
     }
 }

@@ -190,8 +190,25 @@ fn queue_basics(make: RedisFactory) -> CaseResult {
     let rt = runtime()?;
     rt.block_on(async {
         let config = redis_config(queue_config(60_000, 3, 1_000, 8_000, 3, 60_000), "jq-basics");
-        let q = connect(make, server.url(), &config).await?;
         let mut log = Log::default();
+        // A config `validate` refuses is a typed error, before any connection is made.
+        let mut invalid = config.clone();
+        invalid.queue.max_attempts = 0;
+        let refused = tokio::time::timeout(LIVENESS, make(server.url().to_string(), invalid.clone())).await;
+        let expected = QueueError::InvalidConfig(ConfigError::Zero("max_attempts"));
+        match refused {
+            Ok(Err(e)) if e == expected => {}
+            Ok(Err(e)) => {
+                return Err(log.fail(&format!("connect({:?}) -> Err({e:?}), expected Err({expected:?})", invalid.queue)))
+            }
+            Ok(Ok(_)) => {
+                return Err(log.fail(&format!("connect({:?}) -> Ok, expected Err({expected:?})", invalid.queue)))
+            }
+            Err(_) => {
+                return Err(log.fail(&format!("connect({:?}) had not returned after {LIVENESS:?}", invalid.queue)))
+            }
+        }
+        let q = connect(make, server.url(), &config).await?;
         log.note(format!("connect({:?})", config.queue));
         let started = Stopwatch::start();
         let payloads: [&[u8]; 4] = [b"\x00\xffbinary\x00", "unicodé ✓".as_bytes(), b"", b"fourth"];
