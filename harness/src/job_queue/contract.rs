@@ -317,7 +317,9 @@ pub trait RedisJobQueue: Send + Sync + Sized {
     /// whose handler returned `Ok` and `fail`s one that returned `Err` with its error,
     /// and when nothing is ready claims again within [`POLL_INTERVAL`]. Graceful
     /// shutdown: once `stop` is `true` it starts no handler and claims nothing more,
-    /// waits for the handlers running, records their outcomes, and returns. A call that
+    /// waits for the handlers running, records their outcomes, and returns (a job it
+    /// claimed but had not started when `stop` came is left leased: its lease runs
+    /// out and another worker takes it, as from a dead worker). A call that
     /// fails with [`QueueError::Unavailable`] is retried after [`POLL_INTERVAL`], not
     /// returned: a worker outlives a Redis restart. A job is acked only after its
     /// handler returned `Ok`.
