@@ -199,14 +199,12 @@ fn queue_basics(make: RedisFactory) -> CaseResult {
         match refused {
             Ok(Err(e)) if e == expected => {}
             Ok(Err(e)) => {
-                return Err(log.fail(&format!("connect({:?}) -> Err({e:?}), expected Err({expected:?})", invalid.queue)))
+                return Err(log.fail(format!("connect({:?}) -> Err({e:?}), expected Err({expected:?})", invalid.queue)))
             }
             Ok(Ok(_)) => {
-                return Err(log.fail(&format!("connect({:?}) -> Ok, expected Err({expected:?})", invalid.queue)))
+                return Err(log.fail(format!("connect({:?}) -> Ok, expected Err({expected:?})", invalid.queue)))
             }
-            Err(_) => {
-                return Err(log.fail(&format!("connect({:?}) had not returned after {LIVENESS:?}", invalid.queue)))
-            }
+            Err(_) => return Err(log.fail(format!("connect({:?}) had not returned after {LIVENESS:?}", invalid.queue))),
         }
         let q = connect(make, server.url(), &config).await?;
         log.note(format!("connect({:?})", config.queue));
