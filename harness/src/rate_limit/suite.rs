@@ -300,10 +300,7 @@ fn concurrent_op(rng: &mut SplitMix, thread: usize) -> Op {
         };
     }
     let mut keys: Vec<u8> = (0..CONCURRENT_QUOTAS.len() as u8).collect();
-    // Fisher-Yates, then keep the first 1-3.
-    for i in (1..keys.len()).rev() {
-        keys.swap(i, rng.below(i + 1));
-    }
+    rng.shuffle(&mut keys);
     keys.truncate(1 + rng.below(3));
     let limits: Vec<(u8, u8)> = keys.iter().map(|&k| (k, CONCURRENT_QUOTAS[usize::from(k)])).collect();
     check(&limits, rng.below(3) as u32)
