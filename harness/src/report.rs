@@ -71,10 +71,13 @@ pub fn render(graded: &[Graded<'_>], notes: &CardNotes) -> String {
             exercises.push(g.case.exercise);
         }
     }
+    // One column for the counts across the card: at least LEVEL_COLUMN wide, wider when a
+    // level label is longer (`L2 retries_and_dead_letters`).
+    let width = graded.iter().map(|g| g.case.level.to_string().chars().count()).max().unwrap_or(0).max(LEVEL_COLUMN);
     let mut text = String::new();
     for exercise in exercises {
         let ours: Vec<&Graded> = graded.iter().filter(|g| g.case.exercise == exercise).collect();
-        render_exercise(&mut text, exercise, &ours, notes);
+        render_exercise(&mut text, exercise, &ours, notes, width);
     }
     let passed = graded.iter().filter(|g| g.outcome.passed()).count();
     let _ = writeln!(text, "{passed}/{} cases passed", graded.len());
@@ -85,7 +88,10 @@ pub fn render(graded: &[Graded<'_>], notes: &CardNotes) -> String {
     text
 }
 
-fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>], notes: &CardNotes) {
+/// The narrowest level column of a card.
+const LEVEL_COLUMN: usize = 25;
+
+fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>], notes: &CardNotes, width: usize) {
     let _ = writeln!(text, "== {exercise} ==");
     let mut levels: BTreeMap<Level, Vec<&Graded>> = BTreeMap::new();
     for g in graded {
@@ -111,8 +117,7 @@ fn render_exercise(text: &mut String, exercise: &str, graded: &[&Graded<'_>], no
             Some(when) => format!("  REGRESSION: this level passed on {when}"),
             None => String::new(),
         };
-        // 25: the longest level label, `L2 validation_and_reaping`, keeps the counts in one column.
-        let _ = writeln!(text, "  {:<25} {passed:>2}/{:<2}  {status}{regression}", level.to_string(), cases.len());
+        let _ = writeln!(text, "  {:<width$} {passed:>2}/{:<2}  {status}{regression}", level.to_string(), cases.len());
     }
     let first_failure = graded.iter().find(|g| g.outcome.is_failure());
     match first_failure {
@@ -223,6 +228,19 @@ mod tests {
         assert!(!card.contains("First failure"), "{card}");
         assert!(card.contains("Every level that could run passed."), "{card}");
         assert!(card.contains("!!! 1 cases SKIPPED, not graded: skipped: no redis-server"), "{card}");
+    }
+
+    #[test]
+    fn a_level_label_longer_than_the_column_widens_it_for_the_whole_card() {
+        let hints = crate::suite::Hints::new("the behaviour", "the concept", "the approach");
+        let long = Level { number: 2, name: "retries_and_dead_letters_too" };
+        let cases = [case(1, "a"), Case::new("kata", long, "b", hints, Duration::from_secs(1), || Ok(()))];
+        let graded: Vec<Graded> =
+            cases.iter().map(|case| Graded { case, outcome: Outcome::Passed, duration: Duration::ZERO }).collect();
+        let card = render(&graded, &CardNotes::default());
+        // "L2 retries_and_dead_letters_too" is 31 characters: both counts start at column 34.
+        assert!(card.contains("  L1 lvl                           1/1   passed"), "{card}");
+        assert!(card.contains("  L2 retries_and_dead_letters_too  1/1   passed"), "{card}");
     }
 
     #[test]
