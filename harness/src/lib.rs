@@ -35,6 +35,10 @@ pub mod window_limit;
 pub use clock::{SharedTimer, Timer, TokioTimer};
 pub use suite::{Case, CaseError, CaseResult, HintTier, Hints, Level};
 
+/// The future an object-safe adapter of an async contract returns (one definition for
+/// every exercise's adapters).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// One implementation of every exercise: the learner's attempts or the references.
 pub struct Implementations {
     pub ttl_lru: ttl_lru::Factory,

@@ -18,7 +18,6 @@ mod suite;
 
 use std::future::Future;
 use std::ops::DerefMut;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +30,7 @@ use crate::clock::{SharedTimer, Timestamp};
 use crate::linearizability::SplitMix;
 use crate::watchdog::lock;
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::BoxFuture;
 
 /// A checked-out connection, erased.
 pub type ErasedGuard<T> = Box<dyn DerefMut<Target = T> + Send>;

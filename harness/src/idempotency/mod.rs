@@ -14,8 +14,6 @@ mod model;
 mod redis;
 mod suite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 pub use self::contract::*;
@@ -49,7 +47,7 @@ pub fn factory<S: IdempotencyStore + 'static>() -> Factory {
     |config, clock| Arc::new(S::new(config, clock))
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::BoxFuture;
 
 /// The distributed store under test, behind a trait object.
 pub trait ErasedRedisStore: Send + Sync {

@@ -6,7 +6,6 @@
 //! timing cannot change them.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +18,7 @@ use crate::clock::Stopwatch;
 use crate::redis_server::{fresh_namespace, namespace_ttls, runtime, RedisServer, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::BoxFuture;
 
 /// The Redis queue under test, behind a trait object.
 pub trait ErasedRedisQueue: Send + Sync {

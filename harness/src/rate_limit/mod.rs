@@ -14,8 +14,6 @@ mod model;
 mod redis;
 mod suite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 pub use self::contract::*;
@@ -44,7 +42,7 @@ pub fn factory<L: RateLimiter<Key> + 'static>() -> Factory {
     |clock| Arc::new(L::new(clock))
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::BoxFuture;
 
 /// The distributed limiter under test, behind a trait object.
 pub trait ErasedRedisLimiter: Send + Sync {

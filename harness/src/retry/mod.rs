@@ -15,8 +15,6 @@ mod contract;
 mod model;
 mod suite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +24,7 @@ pub use self::model::{ceiling_nanos, jitter_nanos, Config, Draws, Kind, Op, Outp
 pub use self::suite::{suite, EXERCISE, L1, L2, L3, L4};
 use crate::clock::{Clock, SharedTimer, Sleep, Timer, Timestamp};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 /// One attempt, as the suites hand it to a retrier.
 pub type OpFuture = BoxFuture<'static, Result<u32, Fault<u32>>>;
 /// The operation the suites retry.

@@ -16,8 +16,6 @@ mod model;
 mod redis;
 mod suite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 pub use self::contract::*;
@@ -46,7 +44,7 @@ pub fn factory<L: WindowLimiter<Key> + 'static>() -> Factory {
     |algorithm, clock| Arc::new(L::new(algorithm, clock))
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::BoxFuture;
 
 /// The distributed limiter under test, behind a trait object.
 pub trait ErasedRedisWindowLimiter: Send + Sync {
