@@ -5,8 +5,11 @@
 //!   script on the same kind of connection (the cost of one round trip + a script).
 //! * `redis/idempotency`: `begin` + `complete` on a new key, vs two raw `SET NX PX`.
 //!
-//! Requests are sequential (each awaits its answer): this measures latency-bound
-//! throughput, the case for a request path.
+//! * `redis/rate_limit_64_tasks`: the reference with 64 concurrent tasks over 64
+//!   tenants, on one node vs on a private 3-master Redis Cluster (skipped without one).
+//!
+//! Elsewhere requests are sequential (each awaits its answer): this measures
+//! latency-bound throughput, the case for a request path.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use harness::clock::SystemClock;
 use harness::idempotency::{Begin, Fingerprint, IdempotencyConfig, RedisIdempotencyStore, RedisStoreConfig, Response};
 use harness::rate_limit::{Quota, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable};
+use harness::redis_cluster::RedisCluster;
 use harness::redis_server::RedisServer;
 use tokio::runtime::Runtime;
 
@@ -44,7 +48,7 @@ async fn limiter_calls<L: RedisRateLimiter>(limiter: &L) -> usize {
     let limits = limits();
     let mut allowed = 0;
     for _ in 0..CALLS {
-        allowed += usize::from(limiter.check(&limits, 1).await.is_ok_and(|d| d.allowed));
+        allowed += usize::from(limiter.check("tenant-9", &limits, 1).await.is_ok_and(|d| d.allowed));
     }
     allowed
 }
@@ -157,6 +161,58 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // 64 tasks at once, each a tenant of its own: one node vs the cluster.
+    let cluster = match RedisCluster::start() {
+        Ok(cluster) => cluster,
+        Err(why) => {
+            eprintln!("\n*** redis/rate_limit_64_tasks SKIPPED: {why:?} ***\n");
+            return;
+        }
+    };
+    let mut group = c.benchmark_group("redis/rate_limit_64_tasks");
+    group.throughput(Throughput::Elements(CALLS * 64));
+    let one_node = std::sync::Arc::new(
+        rt.block_on(solutions::rate_limit::RedisLimiter::connect(&url, limiter_config("bench-o"), clock()))
+            .expect("connect"),
+    );
+    let on_cluster = std::sync::Arc::new(
+        rt.block_on(solutions::rate_limit::RedisLimiter::connect_cluster(
+            cluster.seeds(),
+            limiter_config("bench-c"),
+            clock(),
+        ))
+        .expect("connect_cluster"),
+    );
+    for (name, limiter) in [("one_node", one_node), ("cluster", on_cluster)] {
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| black_box(rt.block_on(tasks_64(&limiter))))
+        });
+    }
+    group.finish();
+}
+
+/// `CALLS` checks in each of 64 concurrent tasks, one tenant per task.
+async fn tasks_64(limiter: &std::sync::Arc<solutions::rate_limit::RedisLimiter>) -> usize {
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let limiter = std::sync::Arc::clone(limiter);
+            tokio::spawn(async move {
+                let tenant = format!("tenant-{t}");
+                let limits = limits();
+                let mut allowed = 0;
+                for _ in 0..CALLS {
+                    allowed += usize::from(limiter.check(&tenant, &limits, 1).await.is_ok_and(|d| d.allowed));
+                }
+                allowed
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += task.await.unwrap_or(0);
+    }
+    allowed
 }
 
 criterion_group! {

@@ -118,7 +118,7 @@ async fn bucket_calls<L: RedisRateLimiter>(limiter: &L) -> usize {
     let limits = REDIS_KEYS.map(|k| (k, q));
     let mut allowed = 0;
     for _ in 0..REDIS_CALLS {
-        allowed += usize::from(limiter.check(&limits, 1).await.is_ok_and(|d| d.allowed));
+        allowed += usize::from(limiter.check("tenant-9", &limits, 1).await.is_ok_and(|d| d.allowed));
     }
     allowed
 }

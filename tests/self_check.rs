@@ -226,6 +226,8 @@ fn mutants() -> Vec<Mutant> {
         redis_scripted_mutant!(EXPIRY_A_DAY, "rate_limit::l5_redis::sequences"),
         redis_scripted_mutant!(EXPIRY_MICROS_AS_MILLIS, "rate_limit::l5_redis::sequences"),
         redis_scripted_mutant!(EXPIRY_WITHOUT_MARGIN, "rate_limit::l5_redis::sequences"),
+        redis_scripted_mutant!(ONE_SLOT_TAGGING, "rate_limit::l6_cluster::spread_over_masters"),
+        redis_scripted_mutant!(NAMESPACE_WIDE_LATEST, "rate_limit::l6_cluster::spread_over_masters"),
         top_k_mutant!(WINDOW_START_INCLUSIVE, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(TIES_BY_ARRIVAL, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(IGNORES_K, "top_k::l1_window::edges"),
@@ -287,6 +289,8 @@ fn mutants() -> Vec<Mutant> {
         redis_store_mutant!(TTL_IN_MICROS, "idempotency::l5_redis::key_lifetimes"),
         redis_store_mutant!(COMPLETED_BEFORE_STALE, "idempotency::l5_redis::sequences"),
         redis_store_mutant!(RETENTION_AS_MILLIS, "idempotency::l5_redis::key_lifetimes"),
+        redis_store_mutant!(NAMESPACE_TOKEN_COUNTER, "idempotency::l6_cluster::spread_over_masters"),
+        redis_store_mutant!(NO_FENCING_ACROSS_FAILOVER, "idempotency::l6_cluster::failover_fencing"),
     ]
 }
 

@@ -7,7 +7,8 @@
 //! bounded memory, and many instances sharing one Redis.
 //!
 //! Implement [`IdempotencyStore`] for [`Store`] (levels 1-4) and
-//! [`RedisIdempotencyStore`] for [`RedisStore`] (level 5). The contract is on those
+//! [`RedisIdempotencyStore`] for [`RedisStore`] (level 5 on one server, level 6 on a
+//! Redis Cluster). The contract is on those
 //! traits, in `harness/src/idempotency/contract.rs`. Run `cargo grade idempotency`;
 //! level 5 needs `redis-server` on the PATH (or `REDIS_URL`).
 
@@ -46,7 +47,7 @@ impl IdempotencyStore for Store {
     }
 }
 
-/// Your Redis-backed store (level 5). Replace the fields with whatever you need.
+/// Your Redis-backed store (levels 5 and 6). Replace the fields with whatever you need.
 pub struct RedisStore {
     _todo: PhantomData<(RedisStoreConfig, SharedClock)>,
 }
@@ -55,6 +56,15 @@ impl RedisIdempotencyStore for RedisStore {
     async fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> Result<Self, StoreUnavailable> {
         let _ = (url, config, clock);
         todo!("idempotency: RedisStore::connect")
+    }
+
+    async fn connect_cluster(
+        nodes: &[String],
+        config: RedisStoreConfig,
+        clock: SharedClock,
+    ) -> Result<Self, StoreUnavailable> {
+        let _ = (nodes, config, clock);
+        todo!("idempotency: RedisStore::connect_cluster")
     }
 
     async fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin, StoreUnavailable> {

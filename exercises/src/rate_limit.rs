@@ -7,9 +7,10 @@
 //! it across instances through Redis.
 //!
 //! Implement [`RateLimiter`] for [`Limiter`] (levels 1-4) and [`RedisRateLimiter`] for
-//! [`RedisLimiter`] (level 5). The contract is on those traits, in
-//! `harness/src/rate_limit/contract.rs`. Run `cargo grade rate_limit`; level 5 needs
-//! `redis-server` on the PATH (or `REDIS_URL`).
+//! [`RedisLimiter`] (level 5 on one server, level 6 on a Redis Cluster). The contract
+//! is on those traits, in `harness/src/rate_limit/contract.rs`. Run `cargo grade
+//! rate_limit`; levels 5 and 6 need `redis-server` on the PATH (or `REDIS_URL` /
+//! `REDIS_CLUSTER_NODES`).
 
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -39,7 +40,7 @@ where
     }
 }
 
-/// Your Redis-backed limiter (level 5). Replace the fields with whatever you need.
+/// Your Redis-backed limiter (levels 5 and 6). Replace the fields with whatever you need.
 pub struct RedisLimiter {
     _todo: PhantomData<SharedClock>,
 }
@@ -50,8 +51,17 @@ impl RedisRateLimiter for RedisLimiter {
         todo!("rate_limit: RedisLimiter::connect")
     }
 
-    async fn check(&self, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
-        let _ = (limits, cost);
+    async fn connect_cluster(
+        nodes: &[String],
+        config: RedisLimiterConfig,
+        clock: SharedClock,
+    ) -> Result<Self, RedisLimitError> {
+        let _ = (nodes, config, clock);
+        todo!("rate_limit: RedisLimiter::connect_cluster")
+    }
+
+    async fn check(&self, tenant: &str, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
+        let _ = (tenant, limits, cost);
         todo!("rate_limit: RedisLimiter::check")
     }
 }

@@ -6,6 +6,7 @@
 //! * [`suite`]: levelled cases; [`sequential`] and [`linearizability`]: the checks;
 //!   [`isolation`]: one child process per case; [`report`] and [`libtest`]: front ends;
 //!   [`redis_server`]: a private Redis server for the distributed levels;
+//!   [`redis_cluster`]: a private Redis Cluster (3 masters, 3 replicas) for level 6;
 //!   [`heap`]: the counting allocator the memory levels measure with; [`watchdog`]:
 //!   a stuck case reported within seconds, with the calls that never returned.
 //!
@@ -22,6 +23,7 @@ pub mod job_queue;
 pub mod libtest;
 pub mod linearizability;
 pub mod rate_limit;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod report;
 pub mod retry;

@@ -18,15 +18,16 @@ use std::time::Duration;
 use crate::clock::Stopwatch;
 use crate::suite::CaseError;
 
-/// Where to find a server: `REDIS_URL`, else `redis-server` on the PATH.
+/// Where to find a server: `REDIS_URL` (or a cluster's `REDIS_CLUSTER_NODES`), else
+/// `redis-server` on the PATH.
 pub fn availability() -> Result<(), String> {
-    if env::var_os("REDIS_URL").is_some() {
+    if env::var_os("REDIS_URL").is_some() || env::var_os("REDIS_CLUSTER_NODES").is_some() {
         return Ok(());
     }
     find_binary().map(|_| ())
 }
 
-fn find_binary() -> Result<PathBuf, String> {
+pub(crate) fn find_binary() -> Result<PathBuf, String> {
     let path = env::var_os("PATH").unwrap_or_default();
     env::split_paths(&path).map(|dir| dir.join("redis-server")).find(|candidate| candidate.is_file()).ok_or_else(|| {
         "no redis-server on the PATH and no REDIS_URL set (install redis-server, e.g. apt-get install redis-server)"
@@ -229,15 +230,31 @@ pub fn check_namespace_keys(
     min_keys: usize,
     allowed_without_expiry: usize,
 ) -> Result<(), CaseError> {
+    check_tagged_keys(rt, url, namespace, min_keys, allowed_without_expiry, &format!("{{{namespace}}}"), &|tag| {
+        tag == Some(namespace)
+    })
+}
+
+/// [`check_namespace_keys`] with another rule for the keys' hash tags: `tag_ok` is
+/// given each key's tag and `expected` says what it should be.
+pub fn check_tagged_keys(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    namespace: &str,
+    min_keys: usize,
+    allowed_without_expiry: usize,
+    expected: &str,
+    tag_ok: &dyn Fn(Option<&str>) -> bool,
+) -> Result<(), CaseError> {
     let inspected: Result<Vec<(String, i64)>, redis::RedisError> = rt.block_on(async {
         let mut raw = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
         namespace_ttls(&mut raw, namespace).await
     });
     let keys = inspected.map_err(|e| CaseError::failed(format!("inspecting Redis: {e}")))?;
-    if keys.len() < min_keys || keys.iter().any(|(k, _)| hash_tag(k) != Some(namespace)) {
+    if keys.len() < min_keys || keys.iter().any(|(k, _)| !tag_ok(hash_tag(k))) {
         let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
         return Err(CaseError::failed(format!(
-            "keys written for namespace {namespace:?}: {names:?}; expected at least {min_keys}, each with the hash tag {{{namespace}}}"
+            "keys written for namespace {namespace:?}: {names:?}; expected at least {min_keys}, each with the hash tag {expected}"
         )));
     }
     let without_expiry: Vec<&String> = keys.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
@@ -261,6 +278,81 @@ pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<redis:
     match tokio::time::timeout(timeout, redis::aio::ConnectionManager::new_with_config(client, config)).await {
         Ok(connection) => connection.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no connection to {url} within {timeout:?}")),
+    }
+}
+
+/// A Redis Cluster client whose connecting and every command give up after `timeout`
+/// (`nodes`: seed URLs; the client learns the rest of the cluster from them). It
+/// follows MOVED and ASK, retries TRYAGAIN and CLUSTERDOWN, and refreshes its slot map
+/// after a failover on its own (the redis crate's `cluster-async`): wrap each call in
+/// `tokio::time::timeout` all the same, since its retries may outlast your timeout.
+pub async fn connect_cluster_with_timeout(
+    nodes: &[String],
+    timeout: Duration,
+) -> Result<redis::cluster_async::ClusterConnection, String> {
+    let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, client.get_async_connection()).await {
+        Ok(connection) => connection.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no connection to the cluster at {nodes:?} within {timeout:?}")),
+    }
+}
+
+/// One server's reconnecting connection or a cluster's: either sends commands and
+/// scripts (`redis::Script::invoke_async` takes it), so one implementation serves both
+/// `connect` and `connect_cluster`.
+#[derive(Clone)]
+pub enum RedisConnection {
+    Server(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            RedisConnection::Server(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            RedisConnection::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Server(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where a Redis level's implementation under test connects (the factories' argument).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server: `connect(url, ..)`.
+    Server(String),
+    /// A Redis Cluster: `connect_cluster(seed urls, ..)`.
+    Cluster(Vec<String>),
+}
+
+impl std::fmt::Display for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Server(url) => write!(f, "{url}"),
+            RedisTarget::Cluster(seeds) => write!(f, "the cluster at {}", seeds.join(", ")),
+        }
     }
 }
 

@@ -13,16 +13,20 @@
 //!   a shard has doubled since its last sweep: memory follows the live records.
 //!
 //! [`RedisStore`] keeps the same records as Redis hashes, each call one Lua script.
+//! A record's keys (the hash and its fence, the last token issued) carry the record's
+//! own hash tag, so they share a slot while records spread over a cluster. On a
+//! cluster, `complete` also waits for a replica (`WAIT 1`), so an acknowledged
+//! response survives a failover; a lost lease is caught by the fence.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use harness::clock::{SharedClock, Timestamp};
 use harness::idempotency::{
-    Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, RedisIdempotencyStore,
+    record_tag, Begin, Fingerprint, IdempotencyConfig, IdempotencyStore, Lease, LeaseError, RedisIdempotencyStore,
     RedisStoreConfig, Response, SettleError, StoreUnavailable,
 };
-use harness::redis_server::connect_with_timeout;
+use harness::redis_server::{connect_cluster_with_timeout, connect_with_timeout, RedisConnection};
 use hashbrown::{DefaultHashBuilder, Equivalent, HashMap};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -144,9 +148,10 @@ impl IdempotencyStore for Store {
     }
 }
 
-/// `begin` in one step. KEYS: the record (a hash), the namespace's token counter.
-/// ARGV: now, lease, retention (µs), fingerprint. A missing counter is seeded from
-/// the clock, so tokens keep increasing even after Redis lost its data.
+/// `begin` in one step. KEYS: the record (a hash), its fence (the last token issued
+/// for it). ARGV: now, lease, retention (µs), fingerprint. A token is max(fence + 1,
+/// now): a fence lost with Redis's data restarts from the clock, which has moved on
+/// past every token issued before the loss.
 const BEGIN_SCRIPT: &str = r#"
 local function int(x) return string.format('%.0f', x) end
 local now, lease, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -160,17 +165,19 @@ if r[1] then
     if now < untl then return {'inflight', int(untl - now)} end
   end
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], int(now)) end
-local token = int(redis.call('INCR', KEYS[2]))
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+local ttl = math.floor((lease + retention) / 1000) + 1000
+redis.call('SET', KEYS[2], int(token), 'PX', ttl)
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'fp', ARGV[4], 'state', 'p', 'token', token, 'until', int(now + lease))
-redis.call('PEXPIRE', KEYS[1], math.floor((lease + retention) / 1000) + 1000)
-return {'execute', token}
+redis.call('HSET', KEYS[1], 'fp', ARGV[4], 'state', 'p', 'token', int(token), 'until', int(now + lease))
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {'execute', int(token)}
 "#;
 
-/// `complete` or `abandon` in one step. KEYS: the record. ARGV: now, retention (µs),
-/// token, 'complete' or 'abandon', then status and body. The token is checked before
-/// the state (SETTLE_CHECK_ORDER); a completed record keeps its token.
+/// `complete` or `abandon` in one step. KEYS: the record, its fence. ARGV: now,
+/// retention (µs), token, 'complete' or 'abandon', then status and body. The token is
+/// checked before the state (SETTLE_CHECK_ORDER); a completed record keeps its token,
+/// and its fence lives at least as long (`GT`: never shortened).
 const SETTLE_SCRIPT: &str = r#"
 local function int(x) return string.format('%.0f', x) end
 local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -187,8 +194,10 @@ if ARGV[4] == 'abandon' then
   redis.call('DEL', KEYS[1])
   return 'ok'
 end
+local ttl = math.floor(retention / 1000) + 1000
 redis.call('HSET', KEYS[1], 'state', 'c', 'until', int(now + retention), 'status', ARGV[5], 'body', ARGV[6])
-redis.call('PEXPIRE', KEYS[1], math.floor(retention / 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl, 'GT')
 return 'ok'
 "#;
 
@@ -196,7 +205,7 @@ return 'ok'
 pub struct RedisStore {
     config: RedisStoreConfig,
     clock: SharedClock,
-    connection: redis::aio::ConnectionManager,
+    connection: RedisConnection,
     begin_script: redis::Script,
     settle_script: redis::Script,
 }
@@ -206,9 +215,49 @@ fn micros(d: std::time::Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// `{namespace}:r:<scope length>:<scope>:<key>`: the length makes it injective.
-    fn record_key(&self, scope: &str, key: &str) -> String {
-        format!("{{{}}}:r:{}:{scope}:{key}", self.config.namespace, scope.len())
+    fn with(config: RedisStoreConfig, clock: SharedClock, connection: RedisConnection) -> Self {
+        RedisStore {
+            config,
+            clock,
+            connection,
+            begin_script: redis::Script::new(BEGIN_SCRIPT),
+            settle_script: redis::Script::new(SETTLE_SCRIPT),
+        }
+    }
+
+    /// The record's hash and its fence, under the record's own tag (injective: see
+    /// `record_tag`), so both live in one slot.
+    fn record_keys(&self, scope: &str, key: &str) -> [String; 2] {
+        let tag = record_tag(&self.config.namespace, scope, key);
+        [format!("{tag}:r"), format!("{tag}:f")]
+    }
+
+    /// On a cluster, waits until a replica has the record's last write (`WAIT 1`,
+    /// sent to the record's master: the cluster client would otherwise ask every
+    /// master). Asynchronous replication would otherwise lose a stored response in a
+    /// failover, and the key would execute again.
+    async fn replicated(&self, record: &str) -> Result<(), SettleError> {
+        let RedisConnection::Cluster(connection) = &self.connection else { return Ok(()) };
+        let mut connection = connection.clone();
+        // Half the call's timeout: the server answers "0 acknowledged" well before the
+        // client's own response timeout would cut the call.
+        let timeout_ms = (self.config.timeout.as_millis() as u64 / 2).max(1);
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(timeout_ms);
+        let route = redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(redis::cluster_routing::Route::with_key(
+                record,
+                redis::cluster_routing::SlotAddr::Master,
+            )),
+        );
+        let unavailable = |why: String| SettleError::Unavailable(StoreUnavailable(why));
+        let bound = self.config.timeout;
+        match tokio::time::timeout(bound, connection.route_command(wait, route)).await {
+            Ok(Ok(redis::Value::Int(acked))) if acked >= 1 => Ok(()),
+            Ok(Ok(other)) => Err(unavailable(format!("stored, but no replica acknowledged it ({other:?})"))),
+            Ok(Err(e)) => Err(unavailable(e.to_string())),
+            Err(_) => Err(unavailable(format!("no replica acknowledged within {:?}", self.config.timeout))),
+        }
     }
 
     fn now(&self) -> u64 {
@@ -230,7 +279,8 @@ impl RedisStore {
 
     async fn settle(&self, scope: &str, key: &str, token: u64, outcome: Option<Response>) -> Result<(), SettleError> {
         let mut invocation = self.settle_script.prepare_invoke();
-        invocation.key(self.record_key(scope, key));
+        let [record, fence] = self.record_keys(scope, key);
+        invocation.key(&record).key(fence);
         invocation.arg(self.now()).arg(micros(self.config.records.retention())).arg(token);
         match &outcome {
             Some(response) => invocation.arg("complete").arg(response.status).arg(&response.body[..]),
@@ -238,7 +288,13 @@ impl RedisStore {
         };
         let reply: String = self.call(&invocation).await.map_err(SettleError::Unavailable)?;
         match reply.as_str() {
+            "ok" if outcome.is_some() => self.replicated(&record).await,
             "ok" => Ok(()),
+            // A retried complete: say so only once a replica has the response too.
+            "completed" if outcome.is_some() => {
+                self.replicated(&record).await?;
+                Err(SettleError::Lease(LeaseError::AlreadyCompleted))
+            }
             "none" => Err(SettleError::Lease(LeaseError::NoSuchRecord)),
             "completed" => Err(SettleError::Lease(LeaseError::AlreadyCompleted)),
             "stale" => Err(SettleError::Lease(LeaseError::StaleToken)),
@@ -250,18 +306,22 @@ impl RedisStore {
 impl RedisIdempotencyStore for RedisStore {
     async fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> Result<Self, StoreUnavailable> {
         let connection = connect_with_timeout(url, config.timeout).await.map_err(StoreUnavailable)?;
-        Ok(RedisStore {
-            config,
-            clock,
-            connection,
-            begin_script: redis::Script::new(BEGIN_SCRIPT),
-            settle_script: redis::Script::new(SETTLE_SCRIPT),
-        })
+        Ok(RedisStore::with(config, clock, RedisConnection::Server(connection)))
+    }
+
+    async fn connect_cluster(
+        nodes: &[String],
+        config: RedisStoreConfig,
+        clock: SharedClock,
+    ) -> Result<Self, StoreUnavailable> {
+        let connection = connect_cluster_with_timeout(nodes, config.timeout).await.map_err(StoreUnavailable)?;
+        Ok(RedisStore::with(config, clock, RedisConnection::Cluster(connection)))
     }
 
     async fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin, StoreUnavailable> {
         let mut invocation = self.begin_script.prepare_invoke();
-        invocation.key(self.record_key(scope, key)).key(format!("{{{}}}:tokens", self.config.namespace));
+        let [record, fence] = self.record_keys(scope, key);
+        invocation.key(record).key(fence);
         let records = self.config.records;
         invocation.arg(self.now()).arg(micros(records.lease())).arg(micros(records.retention())).arg(fingerprint.0);
         let reply: Vec<Vec<u8>> = self.call(&invocation).await?;

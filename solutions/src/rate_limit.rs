@@ -11,7 +11,9 @@
 //!   last sweep, so memory follows the keys in debt, amortised O(1) per request.
 //!
 //! [`RedisLimiter`] is the same algorithm in one Lua script per request (see
-//! `GCRA_SCRIPT`), time in whole microseconds, over a reconnecting connection.
+//! `GCRA_SCRIPT`), time in whole microseconds, over a reconnecting connection to one
+//! server or a cluster client. Keys are tagged by tenant: a request's buckets share a
+//! slot (one atomic script) while tenants spread over a cluster's masters.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +21,10 @@ use std::time::Duration;
 
 use harness::clock::SharedClock;
 use harness::rate_limit::{
-    validate, Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig, RedisRateLimiter,
-    WhenUnavailable, FAIL_OPEN,
+    tenant_tag, validate, Decision, LimitError, Quota, RateLimiter, RedisLimitError, RedisLimiterConfig,
+    RedisRateLimiter, WhenUnavailable, FAIL_OPEN,
 };
-use harness::redis_server::connect_with_timeout;
+use harness::redis_server::{connect_cluster_with_timeout, connect_with_timeout, RedisConnection};
 use hashbrown::{DefaultHashBuilder, HashMap};
 use parking_lot::{Mutex, MutexGuard};
 
@@ -178,7 +180,7 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Limiter<K> {
 }
 
 /// GCRA over all of a request's buckets, atomically. KEYS: the buckets, then the
-/// namespace's latest-time key. ARGV: now (µs), cost, then per bucket its period and
+/// tenant's latest-time key (all under the tenant's hash tag: one slot). ARGV: now (µs), cost, then per bucket its period and
 /// tolerance (µs). Returns allowed (1/0), the time used, then per bucket: TAT before,
 /// TAT if allowed, wait. Numbers travel as integer strings: Lua's are doubles, exact
 /// to 2^53 µs (285 years), but `tostring` would print large ones in exponent form.
@@ -218,7 +220,7 @@ return out
 pub struct RedisLimiter {
     config: RedisLimiterConfig,
     clock: harness::clock::SharedClock,
-    connection: redis::aio::ConnectionManager,
+    connection: RedisConnection,
     script: redis::Script,
 }
 
@@ -227,9 +229,9 @@ fn micros_up(d: Duration) -> u64 {
 }
 
 impl RedisLimiter {
-    fn key(&self, name: &str) -> String {
-        // `{namespace}` is the Cluster hash tag: every key of the namespace, one slot.
-        format!("{{{}}}:{name}", self.config.namespace)
+    fn key(&self, tag: &str, name: &str) -> String {
+        // The tenant's tag is the Cluster hash tag: a tenant's keys, one slot.
+        format!("{tag}:{name}")
     }
 
     fn unavailable(&self, why: String) -> Result<Decision, RedisLimitError> {
@@ -256,16 +258,29 @@ impl RedisRateLimiter for RedisLimiter {
         clock: harness::clock::SharedClock,
     ) -> Result<Self, RedisLimitError> {
         let connection = connect_with_timeout(url, config.timeout).await.map_err(RedisLimitError::Unavailable)?;
+        let connection = RedisConnection::Server(connection);
         Ok(RedisLimiter { config, clock, connection, script: redis::Script::new(GCRA_SCRIPT) })
     }
 
-    async fn check(&self, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
+    async fn connect_cluster(
+        nodes: &[String],
+        config: RedisLimiterConfig,
+        clock: harness::clock::SharedClock,
+    ) -> Result<Self, RedisLimitError> {
+        let connection =
+            connect_cluster_with_timeout(nodes, config.timeout).await.map_err(RedisLimitError::Unavailable)?;
+        let connection = RedisConnection::Cluster(connection);
+        Ok(RedisLimiter { config, clock, connection, script: redis::Script::new(GCRA_SCRIPT) })
+    }
+
+    async fn check(&self, tenant: &str, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
         validate(limits, cost).map_err(RedisLimitError::Invalid)?;
+        let tag = tenant_tag(&self.config.namespace, tenant);
         let mut invocation = self.script.prepare_invoke();
         for (name, _) in limits {
-            invocation.key(self.key(&format!("b:{name}")));
+            invocation.key(self.key(&tag, &format!("b:{name}")));
         }
-        invocation.key(self.key("latest"));
+        invocation.key(self.key(&tag, "latest"));
         invocation.arg(self.clock.now().as_nanos() / 1_000).arg(cost);
         for (_, quota) in limits {
             let period = micros_up(quota.period());

@@ -275,14 +275,17 @@ impl<const BUG: u8> IdempotencyStore for Flawed<BUG> {
 
 /// Redis-backed stores with one realistic bug each, wrapped around the reference. The
 /// expiry bugs act through a second connection on the reference's record key
-/// (`{namespace}:r:<scope length>:<scope>:<key>`), as an attempt setting its TTL in
-/// a separate command would.
+/// (`<record_tag>:r`), as an attempt setting its TTL in a separate command would.
 pub mod redis_backed {
     use harness::clock::SharedClock;
+    use std::collections::HashMap;
+
     use harness::idempotency::{
-        Begin, Fingerprint, Lease, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response, SettleError,
-        StoreUnavailable,
+        record_tag, Begin, Fingerprint, Lease, LeaseError, RedisIdempotencyStore, RedisStoreConfig, Response,
+        SettleError, StoreUnavailable,
     };
+    use harness::redis_server::{connect_cluster_with_timeout, RedisConnection};
+    use parking_lot::Mutex;
     use solutions::idempotency::RedisStore;
 
     pub const CHECK_THEN_EXECUTE: u8 = 1;
@@ -299,16 +302,39 @@ pub mod redis_backed {
     /// The completed record's TTL is the retention in seconds given to PEXPIRE (ms):
     /// a thousand times too short.
     pub const RETENTION_AS_MILLIS: u8 = 8;
+    /// Tokens from one counter for the whole namespace, taken in the same script as
+    /// the record: fine on one server, CROSSSLOT on a cluster.
+    pub const NAMESPACE_TOKEN_COUNTER: u8 = 9;
+    /// Tokens per record that start again from 1 when the record is missing (as a
+    /// counter kept inside the record hash does): after a failover lost a lease, the
+    /// new executor gets the old one's token, and the old one's complete lands.
+    pub const NO_FENCING_ACROSS_FAILOVER: u8 = 10;
+
+    /// A record's counter (restarting at 1) and the real token behind each of its tokens.
+    type Restarting = (u64, HashMap<u64, u64>);
 
     pub struct FlawedRedis<const BUG: u8> {
         inner: RedisStore,
-        side: redis::aio::MultiplexedConnection,
+        side: RedisConnection,
         config: RedisStoreConfig,
+        /// NO_FENCING_ACROSS_FAILOVER: per record, the counter and its tokens' real ones.
+        restarting: Mutex<HashMap<(String, String), Restarting>>,
     }
 
     impl<const BUG: u8> FlawedRedis<BUG> {
         fn record_key(&self, scope: &str, key: &str) -> String {
-            format!("{{{}}}:r:{}:{scope}:{key}", self.config.namespace, scope.len())
+            format!("{}:r", record_tag(&self.config.namespace, scope, key))
+        }
+
+        fn real_token(&self, scope: &str, key: &str, token: u64) -> u64 {
+            if BUG != NO_FENCING_ACROSS_FAILOVER {
+                return token;
+            }
+            let restarting = self.restarting.lock();
+            restarting
+                .get(&(scope.to_string(), key.to_string()))
+                .and_then(|(_, m)| m.get(&token).copied())
+                .unwrap_or(token)
         }
 
         async fn side_command(&self, command: &mut redis::Cmd) {
@@ -321,8 +347,21 @@ pub mod redis_backed {
         async fn connect(url: &str, config: RedisStoreConfig, clock: SharedClock) -> Result<Self, StoreUnavailable> {
             let unavailable = |e: redis::RedisError| StoreUnavailable(e.to_string());
             let client = redis::Client::open(url).map_err(unavailable)?;
-            let side = client.get_multiplexed_async_connection().await.map_err(unavailable)?;
-            Ok(FlawedRedis { inner: RedisStore::connect(url, config.clone(), clock).await?, side, config })
+            let side = RedisConnection::Server(redis::aio::ConnectionManager::new(client).await.map_err(unavailable)?);
+            let inner = RedisStore::connect(url, config.clone(), clock).await?;
+            Ok(FlawedRedis { inner, side, config, restarting: Mutex::new(HashMap::new()) })
+        }
+
+        async fn connect_cluster(
+            nodes: &[String],
+            config: RedisStoreConfig,
+            clock: SharedClock,
+        ) -> Result<Self, StoreUnavailable> {
+            let side = RedisConnection::Cluster(
+                connect_cluster_with_timeout(nodes, config.timeout).await.map_err(StoreUnavailable)?,
+            );
+            let inner = RedisStore::connect_cluster(nodes, config.clone(), clock).await?;
+            Ok(FlawedRedis { inner, side, config, restarting: Mutex::new(HashMap::new()) })
         }
 
         async fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin, StoreUnavailable> {
@@ -341,7 +380,35 @@ pub mod redis_backed {
             if BUG == EXTRA_ROUND_TRIP {
                 let _: Result<String, _> = redis::cmd("PING").query_async(&mut side).await;
             }
+            if BUG == NAMESPACE_TOKEN_COUNTER {
+                // The bug: a namespace-wide counter in the record's script.
+                let counter = format!("{{{}}}:tokens", self.config.namespace);
+                let script = redis::Script::new("redis.call('INCR', KEYS[1]) return redis.call('EXISTS', KEYS[2])");
+                let taken: Result<i64, _> =
+                    script.key(counter).key(self.record_key(scope, key)).invoke_async(&mut side).await;
+                taken.map_err(|e| StoreUnavailable(e.to_string()))?;
+            }
+            let missing = if BUG == NO_FENCING_ACROSS_FAILOVER {
+                let exists: i64 = redis::cmd("EXISTS")
+                    .arg(self.record_key(scope, key))
+                    .query_async(&mut side)
+                    .await
+                    .map_err(|e| StoreUnavailable(e.to_string()))?;
+                exists == 0
+            } else {
+                false
+            };
             let answer = self.inner.begin(scope, key, fingerprint).await;
+            if let (NO_FENCING_ACROSS_FAILOVER, Ok(Begin::Execute(lease))) = (BUG, &answer) {
+                let mut restarting = self.restarting.lock();
+                let (counter, tokens) = restarting.entry((scope.to_string(), key.to_string())).or_default();
+                if missing {
+                    *counter = 0;
+                }
+                *counter += 1;
+                tokens.insert(*counter, lease.token);
+                return Ok(Begin::Execute(Lease { token: *counter }));
+            }
             if BUG == PANICS_ON_OUTAGE {
                 return Ok(answer.expect("Redis is always up"));
             }
@@ -373,7 +440,7 @@ pub mod redis_backed {
                     return Err(SettleError::Lease(LeaseError::AlreadyCompleted));
                 }
             }
-            let settled = self.inner.complete(scope, key, token, response).await;
+            let settled = self.inner.complete(scope, key, self.real_token(scope, key, token), response).await;
             if settled.is_ok() {
                 let record = self.record_key(scope, key);
                 let retention = self.config.records.retention();
@@ -392,7 +459,7 @@ pub mod redis_backed {
         }
 
         async fn abandon(&self, scope: &str, key: &str, token: u64) -> Result<(), SettleError> {
-            self.inner.abandon(scope, key, token).await
+            self.inner.abandon(scope, key, self.real_token(scope, key, token)).await
         }
     }
 }

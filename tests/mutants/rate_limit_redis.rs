@@ -1,14 +1,14 @@
 //! A Redis-backed limiter written as a candidate might, differently from the reference:
 //! the Lua script computes the whole decision (remaining, waits, the limiting index) and
 //! every bucket key expires a whole window (τ) plus a second after it was written. With
-//! `NONE` it is a correct alternative (every Redis case must pass); each other switch
-//! is one realistic expiry bug.
+//! `NONE` it is a correct alternative (every Redis and cluster case must pass); each
+//! other switch is one realistic expiry or key-tagging bug.
 
 use harness::clock::SharedClock;
 use harness::rate_limit::{
     validate, Decision, Quota, RedisLimitError, RedisLimiterConfig, RedisRateLimiter, WhenUnavailable, FAIL_OPEN,
 };
-use harness::redis_server::connect_with_timeout;
+use harness::redis_server::{connect_cluster_with_timeout, connect_with_timeout, RedisConnection};
 use std::time::Duration;
 
 pub const NONE: u8 = 0;
@@ -24,6 +24,13 @@ pub const EXPIRY_MICROS_AS_MILLIS: u8 = 4;
 /// Each key expires exactly when its bucket is full again (PX = TAT − now, rounded up
 /// to whole ms), without the margin for Redis's clock running ahead of the callers'.
 pub const EXPIRY_WITHOUT_MARGIN: u8 = 5;
+/// Every key tagged `{namespace:}` whatever its tenant, as "cluster-ready" code used to
+/// be: correct on one server, but on a cluster the whole limiter lives in one slot on
+/// one master.
+pub const ONE_SLOT_TAGGING: u8 = 6;
+/// Buckets tagged by tenant, but one latest-time key for the whole namespace: fine on
+/// one server; on a cluster the script's keys span two slots (CROSSSLOT).
+pub const NAMESPACE_WIDE_LATEST: u8 = 7;
 
 /// KEYS: buckets, then the latest-time key. ARGV: now (µs), cost, expiry mode, then per
 /// bucket its period and τ (µs). Returns allowed, remaining, retry_after (µs),
@@ -71,25 +78,48 @@ return {allowed and '1' or '0', int(remaining), int(retry), int(reset), int(limi
 pub struct ScriptedRedis<const BUG: u8> {
     config: RedisLimiterConfig,
     clock: SharedClock,
-    connection: redis::aio::ConnectionManager,
+    connection: RedisConnection,
     script: redis::Script,
 }
 
 impl<const BUG: u8> RedisRateLimiter for ScriptedRedis<BUG> {
     async fn connect(url: &str, config: RedisLimiterConfig, clock: SharedClock) -> Result<Self, RedisLimitError> {
         let connection = connect_with_timeout(url, config.timeout).await.map_err(RedisLimitError::Unavailable)?;
+        let connection = RedisConnection::Server(connection);
         Ok(ScriptedRedis { config, clock, connection, script: redis::Script::new(SCRIPT) })
     }
 
-    async fn check(&self, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
+    async fn connect_cluster(
+        nodes: &[String],
+        config: RedisLimiterConfig,
+        clock: SharedClock,
+    ) -> Result<Self, RedisLimitError> {
+        let connection =
+            connect_cluster_with_timeout(nodes, config.timeout).await.map_err(RedisLimitError::Unavailable)?;
+        let connection = RedisConnection::Cluster(connection);
+        Ok(ScriptedRedis { config, clock, connection, script: redis::Script::new(SCRIPT) })
+    }
+
+    async fn check(&self, tenant: &str, limits: &[(&str, Quota)], cost: u32) -> Result<Decision, RedisLimitError> {
         validate(limits, cost).map_err(RedisLimitError::Invalid)?;
         let namespace = &self.config.namespace;
+        // Hex keeps any tenant from closing the tag early: injective and tag-safe.
+        let hex: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
+        let tag = if BUG == ONE_SLOT_TAGGING { format!("{{{namespace}:}}") } else { format!("{{{namespace}:{hex}}}") };
         let mut invocation = self.script.prepare_invoke();
         for (name, _) in limits {
-            invocation.key(format!("{{{namespace}}}:bucket:{name}"));
+            invocation.key(format!("{tag}:{hex}:bucket:{name}"));
         }
-        invocation.key(format!("{{{namespace}}}:now"));
-        invocation.arg(self.clock.now().as_nanos() / 1_000).arg(cost).arg(BUG);
+        if BUG == NAMESPACE_WIDE_LATEST {
+            invocation.key(format!("{{{namespace}:}}:now"));
+        } else {
+            invocation.key(format!("{tag}:{hex}:now"));
+        }
+        invocation.arg(self.clock.now().as_nanos() / 1_000).arg(cost).arg(if BUG <= EXPIRY_WITHOUT_MARGIN {
+            BUG
+        } else {
+            NONE
+        });
         for (_, quota) in limits {
             let period = quota.period_nanos().div_ceil(1_000);
             invocation.arg(period).arg(period * u64::from(quota.burst()));

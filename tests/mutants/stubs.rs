@@ -53,7 +53,10 @@ impl RedisRateLimiter for Stub {
     async fn connect(_: &str, _: RedisLimiterConfig, _: SharedClock) -> Result<Self, RedisLimitError> {
         todo!()
     }
-    async fn check(&self, _: &[(&str, Quota)], _: u32) -> Result<Decision, RedisLimitError> {
+    async fn connect_cluster(_: &[String], _: RedisLimiterConfig, _: SharedClock) -> Result<Self, RedisLimitError> {
+        todo!()
+    }
+    async fn check(&self, _: &str, _: &[(&str, Quota)], _: u32) -> Result<Decision, RedisLimitError> {
         todo!()
     }
 }
@@ -93,6 +96,9 @@ impl IdempotencyStore for Stub {
 
 impl RedisIdempotencyStore for Stub {
     async fn connect(_: &str, _: RedisStoreConfig, _: SharedClock) -> Result<Self, StoreUnavailable> {
+        todo!()
+    }
+    async fn connect_cluster(_: &[String], _: RedisStoreConfig, _: SharedClock) -> Result<Self, StoreUnavailable> {
         todo!()
     }
     async fn begin(&self, _: &str, _: &str, _: Fingerprint) -> Result<Begin, StoreUnavailable> {

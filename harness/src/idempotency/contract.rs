@@ -280,7 +280,7 @@ pub const MEMORY_SLACK: usize = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisStoreConfig {
-    /// Prefix of every key, and their Redis Cluster hash tag: `{namespace}:...`.
+    /// Prefix of every key: keys start with `{namespace:` (see [`RedisIdempotencyStore`]).
     pub namespace: String,
     /// Longest wait for Redis on one call, connecting included.
     pub timeout: Duration,
@@ -306,27 +306,58 @@ pub enum SettleError {
 }
 
 /// The distributed contract: [`IdempotencyStore`]'s semantics, shared by every
-/// instance on the same Redis and namespace. Implement it for `RedisStore` in
-/// `exercises/src/idempotency.rs`.
+/// instance on the same Redis (one server, or a Redis Cluster) and namespace.
+/// Implement it for `RedisStore` in `exercises/src/idempotency.rs`.
 ///
-/// * One round trip per call, which reads and changes a record atomically.
-///   Keys carry the hash tag `{namespace}`; (scope, key) is encoded injectively.
+/// * One round trip per call, which reads and changes a record atomically (on a
+///   cluster, `complete` adds one `WAIT`: see below).
+/// * **Keys are tagged by record**: every key a record uses (the record, its fence)
+///   starts with `{namespace:` and carries one hash tag naming the namespace, the scope
+///   and the key, so (scope, key) is encoded injectively, a record's keys share a slot,
+///   and records spread over a cluster's masters ([`record_tag`] is one such tag).
+///   Nothing namespace-wide: a key shared by all records (a token counter) would put
+///   every call on one node, or fail with CROSSSLOT next to record-tagged keys.
 /// * Time is the caller's clock in whole microseconds; leases and retentions up to
 ///   [`REDIS_MAX_DURATION`] (Lua numbers are doubles).
 /// * Every key a record uses expires in Redis (it has a TTL), no earlier than
 ///   the record is reaped (an in-progress record: `leased_until + retention`, not just
 ///   the lease; a completed one: `completed_at + retention`) and at most
-///   [`REDIS_EXPIRY_GRACE`] plus that lifetime again later. Only the token counter may
-///   live without expiry. Redis expires keys in real time, so a key that expires early
-///   loses a record the contract still holds (a retry would execute twice).
-/// * Fencing tokens strictly increase per namespace, **even if Redis loses its data**
-///   (a crash without persistence): a token from before the loss must never match a
-///   record made after it.
+///   [`REDIS_EXPIRY_GRACE`] plus that lifetime again later. Redis expires keys in real
+///   time, so a key that expires early loses a record the contract still holds (a
+///   retry would execute twice).
+/// * **Fencing tokens strictly increase per record** (scope, key), across takeovers,
+///   abandons and reaping, **even if Redis loses its data** (a crash without
+///   persistence, a failover): a token from before the loss must never match a record
+///   made after it. The grader's clock moves on by at least an outage's length, as
+///   real time does, so seeding a record's tokens from the clock is enough. Tokens of
+///   different records may be equal: a token is only ever presented for the record it
+///   was issued for (the Redis level never does otherwise).
 /// * Redis down or slow: each call returns `Unavailable` within `timeout` (plus
 ///   scheduling) and works again once Redis is back.
+/// * **On a cluster** (`connect_cluster`), replication is asynchronous:
+///   - `complete` answers `Ok` (or, retried, `AlreadyCompleted`) only once a replica
+///     acknowledged the write (`WAIT 1`
+///     on the record's master, within the timeout; else `Unavailable`, the outcome
+///     unknown: a retried `complete` tells). A master left without replicas thus
+///     refuses completes, as Redis's own `min-replicas-to-write` would. A stored response then survives the
+///     failover of its master, so a key never executes again after `Ok`.
+///   - `begin`'s lease is not waited for: a failover may lose it, and then a retry
+///     executes the request a second time. The fence keeps that safe: the first
+///     executor's `complete` is refused (`NoSuchRecord` or `StaleToken`), so never
+///     two executors complete one key.
+///   - a master down: calls on its records return `Unavailable` within the timeout;
+///     others keep working; once its replica is promoted, calls work again within
+///     [`CLUSTER_RECOVERY`](crate::rate_limit::CLUSTER_RECOVERY).
+///   - slots may move while calls run (MOVED, ASK, TRYAGAIN): calls keep working.
 pub trait RedisIdempotencyStore: Send + Sync + Sized {
     fn connect(
         url: &str,
+        config: RedisStoreConfig,
+        clock: SharedClock,
+    ) -> impl Future<Output = Result<Self, StoreUnavailable>> + Send;
+    /// Connects to a Redis Cluster through the given seed nodes' URLs.
+    fn connect_cluster(
+        nodes: &[String],
         config: RedisStoreConfig,
         clock: SharedClock,
     ) -> impl Future<Output = Result<Self, StoreUnavailable>> + Send;
@@ -344,6 +375,15 @@ pub trait RedisIdempotencyStore: Send + Sync + Sized {
         response: Response,
     ) -> impl Future<Output = Result<(), SettleError>> + Send;
     fn abandon(&self, scope: &str, key: &str, token: u64) -> impl Future<Output = Result<(), SettleError>> + Send;
+}
+
+/// The hash tag of a record's keys, `{namespace:<scope length>:<scope>:<key>}` with
+/// `\\` written `\\\\` and `}` written `\\)`: injective (the length separates scope
+/// from key), and no scope or key can close the tag early. Given to learners; any
+/// injective encoding with these properties is as good.
+pub fn record_tag(namespace: &str, scope: &str, key: &str) -> String {
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('}', "\\)");
+    format!("{{{namespace}:{}:{}:{}}}", scope.len(), escape(scope), escape(key))
 }
 
 /// The longest lease or retention the Redis level is graded with: 2^50 µs (~35 years),

@@ -9,6 +9,7 @@
 //!
 //! This module holds the object-safe adapters the suites drive and the factories.
 
+mod cluster;
 mod contract;
 mod model;
 mod redis;
@@ -16,6 +17,7 @@ mod suite;
 
 use std::sync::Arc;
 
+pub use self::cluster::L6;
 pub use self::contract::*;
 pub use self::model::{Op, Output};
 pub use self::redis::redis_suite;
@@ -47,6 +49,7 @@ pub fn factory<S: IdempotencyStore + 'static>() -> Factory {
     |config, clock| Arc::new(S::new(config, clock))
 }
 
+use crate::redis_server::RedisTarget;
 use crate::BoxFuture;
 
 /// The distributed store under test, behind a trait object.
@@ -90,16 +93,21 @@ impl<S: RedisIdempotencyStore> ErasedRedisStore for S {
     }
 }
 
+/// Builds the distributed store under test: `connect` for a server, `connect_cluster`
+/// for a cluster.
 pub type RedisFactory = fn(
-    String,
+    RedisTarget,
     RedisStoreConfig,
     SharedClock,
 ) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisStore>, StoreUnavailable>>;
 
 pub fn redis_factory<S: RedisIdempotencyStore + 'static>() -> RedisFactory {
-    |url, config, clock| {
+    |target, config, clock| {
         Box::pin(async move {
-            let store = S::connect(&url, config, clock).await?;
+            let store = match target {
+                RedisTarget::Server(url) => S::connect(&url, config, clock).await?,
+                RedisTarget::Cluster(nodes) => S::connect_cluster(&nodes, config, clock).await?,
+            };
             Ok(Arc::new(store) as Arc<dyn ErasedRedisStore>)
         })
     }

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::contract::{
-    Begin, Fingerprint, IdempotencyConfig, Lease, LeaseError, RedisStoreConfig, Response, SettleError,
+    record_tag, Begin, Fingerprint, IdempotencyConfig, Lease, LeaseError, RedisStoreConfig, Response, SettleError,
     StoreUnavailable, REDIS_EXPIRY_GRACE, REDIS_MAX_DURATION,
 };
 use super::model::{id, response, IdempotencySpec, Op, Output};
@@ -18,8 +18,8 @@ use crate::clock::{ManualClock, Stopwatch, Timestamp};
 use crate::isolation::trying;
 use crate::linearizability::SplitMix;
 use crate::redis_server::{
-    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT,
-    OUTAGE_CALL_TIMEOUT,
+    check_tagged_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, RedisTarget,
+    CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT,
 };
 use crate::sequential::{random, replay, Budget, Spec};
 use crate::suite::{guarded, with_hint, Case, CaseError, CaseResult, Hints, THREADED_DEADLINE as THREADED};
@@ -55,24 +55,24 @@ fn connect(
     config: RedisStoreConfig,
     clock: &ManualClock,
 ) -> Result<Arc<dyn ErasedRedisStore>, CaseError> {
-    rt.block_on(make(url.to_string(), config, clock.shared()))
+    rt.block_on(make(RedisTarget::Server(url.to_string()), config, clock.shared()))
         .map_err(|e| CaseError::failed(format!("connect({url}): {e}")))
 }
 
-/// Redis tokens only have to increase, not to count from 1: the replay driver shows
-/// the n-th token issued as n (and a token that fails to increase as 0), and maps the
-/// model's token n back to the n-th real one.
+/// Redis tokens only have to increase per record, not to count from 1: the replay
+/// driver shows the n-th token issued as n (and a token that fails to increase on its
+/// record as 0), and maps the model's token n back to the n-th real one.
 #[derive(Default)]
 struct TokenOrder {
-    issued: Vec<u64>,
+    issued: Vec<(u16, u64)>,
 }
 
 impl TokenOrder {
-    fn rank(&mut self, token: u64) -> u64 {
-        if self.issued.last().is_some_and(|&last| token <= last) {
+    fn rank(&mut self, id: u16, token: u64) -> u64 {
+        if self.issued.iter().any(|&(i, t)| i == id && token <= t) {
             return 0;
         }
-        self.issued.push(token);
+        self.issued.push((id, token));
         self.issued.len() as u64
     }
 
@@ -81,9 +81,33 @@ impl TokenOrder {
         usize::try_from(model_token)
             .ok()
             .and_then(|n| n.checked_sub(1))
-            .and_then(|i| self.issued.get(i).copied())
+            .and_then(|i| self.issued.get(i).map(|&(_, t)| t))
             .unwrap_or(u64::MAX - model_token)
     }
+}
+
+/// Whether every token `ops` presents is one issued for the same record (or never
+/// issued): on Redis, tokens of different records may be equal, so presenting one
+/// record's token to another is outside the contract (see `RedisIdempotencyStore`).
+fn tokens_stay_with_their_records(config: &IdempotencyConfig, ops: &[Op]) -> bool {
+    let mut model = IdempotencySpec::model(config);
+    let mut owner: Vec<u16> = Vec::new();
+    for op in ops {
+        let presented = match op {
+            Op::Complete { id, token, .. } | Op::Abandon { id, token } => Some((*id, *token)),
+            _ => None,
+        };
+        if let Some((id, token)) = presented {
+            let issued = usize::try_from(token).ok().and_then(|t| t.checked_sub(1)).and_then(|i| owner.get(i));
+            if issued.is_some_and(|&o| o != id) {
+                return false;
+            }
+        }
+        if let (Op::Begin { id, .. }, Output::Began(Begin::Execute(_))) = (op, IdempotencySpec::step(&mut model, op)) {
+            owner.push(*id);
+        }
+    }
+    true
 }
 
 fn unavailable_in_replay(e: impl fmt::Display) -> ! {
@@ -106,7 +130,9 @@ fn apply_redis(
         Op::Begin { id: i, fingerprint } => {
             let (s, k) = id(*i);
             match rt.block_on(store.begin(&s, &k, Fingerprint(u64::from(*fingerprint)))) {
-                Ok(Begin::Execute(lease)) => Output::Began(Begin::Execute(Lease { token: tokens.rank(lease.token) })),
+                Ok(Begin::Execute(lease)) => {
+                    Output::Began(Begin::Execute(Lease { token: tokens.rank(*i, lease.token) }))
+                }
                 Ok(other) => Output::Began(other),
                 Err(e) => unavailable_in_replay(e),
             }
@@ -134,16 +160,23 @@ fn redis_sequences(make: RedisFactory) -> CaseResult {
         replay::<IdempotencySpec, _>(&config, &ops, |config| {
             let clock = ManualClock::new();
             let store = rt
-                .block_on(make(server.url().to_string(), redis_config(*config), clock.shared()))
+                .block_on(make(RedisTarget::Server(server.url().to_string()), redis_config(*config), clock.shared()))
                 .unwrap_or_else(|e| panic!("connect: {e}"));
             let mut tokens = TokenOrder::default();
             move |op: &Op| apply_redis(rt, store.as_ref(), &clock, &mut tokens, op)
         })
     };
     for (config, ops) in edge_scenarios() {
-        replay_redis(&config, &ops)?;
+        if tokens_stay_with_their_records(&config, &ops) {
+            replay_redis(&config, &ops)?;
+        }
     }
-    random(random_ops(), Budget { cases: 64, ..Budget::default() }, |(config, ops)| replay_redis(config, ops))
+    random(random_ops(), Budget { cases: 64, ..Budget::default() }, |(config, ops)| {
+        if !tokens_stay_with_their_records(config, ops) {
+            return Ok(());
+        }
+        replay_redis(config, ops)
+    })
 }
 
 /// Every key in `namespace` with its `PTTL` in ms (-1: no expiry).
@@ -156,7 +189,7 @@ fn namespace_ttls(rt: &tokio::runtime::Runtime, url: &str, namespace: &str) -> R
 }
 
 /// Replays one key's `ops` on Redis and, after every call, holds each key's `PTTL` to
-/// what the contract needs: no key without expiry but the counter, and after a call
+/// what the contract needs: no key without expiry, and after a call
 /// that (re)starts the record's life, a TTL no shorter than its remaining life and no
 /// longer than [`REDIS_EXPIRY_GRACE`] plus twice it. With `real_sleeps`, each clock
 /// step is also slept for real, so Redis's own expiry acts as it would in production.
@@ -216,40 +249,42 @@ fn lifetimes_replay(
         }
         let ttls = namespace_ttls(rt, url, &namespace)?;
         let without_expiry: Vec<&String> = ttls.iter().filter(|(_, ttl)| *ttl < 0).map(|(k, _)| k).collect();
-        let longest = ttls.iter().map(|(_, ttl)| *ttl).max().unwrap_or(-1);
         let fail = |why: String| {
             let report = format!("{transcript}      keys in Redis now (PTTL in ms, -1: no expiry): {ttls:?}\n{why}");
             Err(CaseError::failed(with_hint(
                 report,
                 "Every key of a record expires, no earlier than the record is reaped (leased_until + retention while in \
-                 progress, completed_at + retention once completed) and not much later; only the token counter may \
-                 live without expiry.",
+                 progress, completed_at + retention once completed) and not much later.",
             )))
         };
-        if without_expiry.len() > 1 {
+        if !without_expiry.is_empty() {
             return fail(format!(
-                "keys without expiry: {without_expiry:?}; only the token counter may live without a TTL \
-                 (every record key needs an expiry, an in-progress one's too)"
+                "keys without expiry: {without_expiry:?}; every key needs a TTL (a record's, an in-progress one's too, \
+                 and its fence's)"
             ));
         }
         let Some((need, since)) = written else { continue };
         let need_ms = need.as_millis();
         let elapsed_ms = since.elapsed().as_millis();
-        if longest < 0 || (longest as u128) + elapsed_ms + 1 < need_ms {
+        // Every key of the record must last (its fence too), so the shortest decides.
+        let shortest = ttls.iter().map(|(_, ttl)| *ttl).min().unwrap_or(-1);
+        if shortest < 0 || (shortest as u128) + elapsed_ms + 1 < need_ms {
             return fail(format!(
                 "the record must survive in Redis for {need:?} more (until it is reaped: leased_until + retention while \
                  in progress, completed_at + retention once completed), but {}: Redis would drop the record early and \
                  a retry would execute again",
-                if longest < 0 {
+                if shortest < 0 {
                     "no key with a TTL is left (the record's key has already expired)".to_string()
                 } else {
-                    format!("the longest-lived key has {longest} ms left")
+                    format!("a key of the record has {shortest} ms left")
                 }
             ));
         }
         let grace = REDIS_EXPIRY_GRACE.as_millis() + 2 * need_ms + 1;
         let fitting = |ttl: i64| ttl >= 0 && (ttl as u128) + elapsed_ms + 1 >= need_ms && ttl as u128 <= grace;
-        if restarted && !ttls.iter().any(|(_, ttl)| fitting(*ttl)) {
+        if restarted
+            && !(ttls.iter().all(|(_, ttl)| *ttl as u128 <= grace) && ttls.iter().any(|(_, ttl)| fitting(*ttl)))
+        {
             return fail(format!(
                 "the record needs {need:?} more, and no key's TTL lies between that and REDIS_EXPIRY_GRACE \
                  ({REDIS_EXPIRY_GRACE:?}) + twice the record's life ({grace} ms): the record's key lives far too long. \
@@ -473,16 +508,33 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
             "20 begin + 20 complete sent {commands} commands to Redis: expected one round trip per call (40)"
         )));
     }
-    // 21 records and the token counter (which never expires).
-    check_namespace_keys(&rt, server.url(), &namespace, 22, 1)
+    // 21 records (and whatever fences they keep), each tagged by record, all expiring.
+    let prefix = format!("{namespace}:");
+    let expected = format!("{{{namespace}:<scope and key>}} (e.g. {})", record_tag(&namespace, "s", "k0"));
+    check_tagged_keys(&rt, server.url(), &namespace, 21, 0, &expected, &|tag| {
+        tag.is_some_and(|t| t.starts_with(&prefix))
+    })?;
+    let tags: std::collections::BTreeSet<String> = namespace_ttls(&rt, server.url(), &namespace)?
+        .into_iter()
+        .filter_map(|(k, _)| crate::redis_server::hash_tag(&k).map(str::to_string))
+        .collect();
+    if tags.len() < 21 {
+        return Err(CaseError::failed(format!(
+            "21 records used {} hash tags ({tags:?}): tag each record's keys by its scope and key, so records spread \
+             over a cluster",
+            tags.len()
+        )));
+    }
+    Ok(())
 }
 
-/// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
+/// The Redis-backed cases (level 5 on one server, level 6 on a cluster), for the
+/// distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
     let case = |name, hints: Hints, run: fn(RedisFactory) -> CaseResult| {
         Case::new(EXERCISE, L5, name, hints, THREADED, move || run(make)).with_redis()
     };
-    vec![
+    let mut cases = vec![
         case("sequences", Hints::new(
             "The in-memory contract, replayed on Redis (whole microseconds, bodies of any bytes). Tokens only have to \
              increase, not to count from 1.",
@@ -490,7 +542,7 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
              token included, must be one atomic step inside Redis. Lua numbers are doubles: time travels in whole \
              microseconds.",
             "One Lua script per call (redis::Script): the record in a hash (fingerprint, state, token, deadline, status, \
-             body as a binary-safe string), the token counter INCR'd inside the script, now in µs from ARGV."),
+             body as a binary-safe string), the record's last token in a fence key beside it, now in µs from ARGV."),
             redis_sequences),
         case("one_executor_across_instances", Hints::new(
             "8 identical requests through 4 instances on one Redis: exactly one executes. After a takeover, the old token's \
@@ -508,20 +560,22 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
             "Fencing tokens must keep increasing across failures: a counter that starts again from 1 after data loss hands \
              a new executor a token an old executor still holds, and the fence lets the old one through.",
             "Bound every call with tokio::time::timeout and use a reconnecting client (redis::aio::ConnectionManager); in \
-             the script, seed a missing counter from the clock (now in µs) before INCR."),
+             the script, take token = max(fence + 1, now in µs): a lost fence restarts from the clock, above every old \
+             token."),
             outage),
         case("round_trips_and_keys", Hints::new(
-            "One round trip per call; every key carries the hash tag {namespace}; every record's key expires, and only the \
-             token counter may live without expiry.",
-            "Redis Cluster runs a multi-key script only when all its keys share a hash slot, which one hash tag guarantees; \
-             every extra round trip adds a network latency to every request.",
-            "redis::Script sends EVALSHA (and the script itself once, on NOSCRIPT); keys {namespace}:r:<scope length>:\
-             <scope>:<key> and {namespace}:tokens; PEXPIRE inside the script."),
+            "One round trip per call; every key of a record carries one hash tag naming the namespace, the scope and the \
+             key ({namespace:...}), so 21 records use 21 tags; every key expires.",
+            "Redis Cluster runs a multi-key script only when all its keys share a hash slot: tagging by record keeps a \
+             record's keys together while records spread over the masters. Every extra round trip adds a network latency \
+             to every request.",
+            "redis::Script sends EVALSHA (and the script itself once, on NOSCRIPT); keys <record_tag(namespace, scope, \
+             key)>:r and <record_tag>:f (its fence); PEXPIRE inside the script."),
             round_trips_and_keys),
         case("key_lifetimes", Hints::new(
             "After every call, every key's PTTL: a record's key expires no earlier than the record is reaped \
              (leased_until + retention in progress, completed_at + retention once completed) and at most \
-             REDIS_EXPIRY_GRACE plus the record's life again later; no key but the token counter lives forever.",
+             REDIS_EXPIRY_GRACE plus the record's life again later; no key lives forever.",
             "A key's life mirrors its record's, not its lease: a key gone with the lease loses a record whose fingerprint \
              and late complete still count; one that lives far longer is a leak (a TTL in the wrong unit?).",
             "PEXPIRE the record key on every write: lease + retention at begin, retention at complete, in milliseconds \
@@ -535,5 +589,7 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
             "As in key_lifetimes: a TTL of the record's whole remaining life (lease + retention while in progress), never \
              just the lease."),
             expiry_in_real_time),
-    ]
+    ];
+    cases.extend(super::cluster::cluster_suite(make));
+    cases
 }

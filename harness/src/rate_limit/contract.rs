@@ -253,7 +253,8 @@ pub enum WhenUnavailable {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisLimiterConfig {
-    /// Prefix of every key, and their Redis Cluster hash tag: `{namespace}:...`.
+    /// Prefix of every key: how keys are tagged is on each trait ([`RedisRateLimiter`]:
+    /// `{namespace:<tenant>}`; the window limiter: `{namespace}`).
     pub namespace: String,
     /// Longest wait for Redis on one call, connecting included.
     pub timeout: Duration,
@@ -284,35 +285,79 @@ pub const FAIL_OPEN: Decision =
     Decision { allowed: true, remaining: 0, retry_after: Duration::ZERO, reset_after: Duration::ZERO, limiting: 0 };
 
 /// The distributed contract: [`RateLimiter`]'s semantics, shared by every instance
-/// connected to the same Redis and namespace. Implement it for `RedisLimiter` in
-/// `exercises/src/rate_limit.rs`.
+/// connected to the same Redis (one server, or a Redis Cluster) and namespace.
+/// Implement it for `RedisLimiter` in `exercises/src/rate_limit.rs`.
 ///
+/// * **Buckets are per (tenant, key)**: a tenant is the unit a service is limited as
+///   (in the seed question, one of the hundreds of microservices); the same key under
+///   two tenants names two buckets. Tenants and keys are any strings.
+/// * **Keys are tagged by tenant**: every key a tenant uses starts with
+///   `{namespace:` and carries one Redis Cluster hash tag naming the namespace and the
+///   tenant, encoded injectively so that no tenant's characters (`}` included) end the
+///   tag early ([`tenant_tag`] is one such encoding). A request's buckets (its user,
+///   endpoint and tenant limits) then share a slot, so one script decides them
+///   atomically, while tenants spread over the cluster's masters.
 /// * One round trip per `check`: one Lua script reads and writes all of a request's
-///   buckets atomically. Every key carries the same hash tag (`{namespace}`), so a
-///   request's keys live in one Redis Cluster slot.
+///   buckets atomically. Nothing namespace-wide: a key shared by all tenants would
+///   put every request on one node (or, next to tenant-tagged keys, fail with
+///   CROSSSLOT).
 /// * Time is the caller's clock, sent in whole microseconds (Lua numbers are doubles);
-///   the namespace's latest time is kept in Redis, so instances with skewed clocks
-///   never mint tokens for one another. Periods round up to whole microseconds.
-/// * Every bucket is a Redis key of its own (under the hash tag) with an expiry, so
+///   each tenant's latest time is kept in Redis, so instances with skewed clocks never
+///   mint tokens for one another. Periods round up to whole microseconds.
+/// * Every bucket is a Redis key of its own (under its tenant's tag) with an expiry, so
 ///   memory follows the keys in debt: written at limiter time `now`, a bucket key
 ///   lives at least `TAT − now` + [`REDIS_EXPIRY_MARGIN`] (Redis expires keys on its
 ///   own clock, which keeps running while callers' clocks may lag or stand still) and
-///   at most τ + [`REDIS_EXPIRY_SLACK`]. Besides its buckets, a namespace holds at most
-///   one more key (its latest time), which may live forever.
+///   at most τ + [`REDIS_EXPIRY_SLACK`]. Besides its buckets, a tenant holds at most
+///   one more key (its latest time), which may live forever: tenants are services,
+///   few and long-lived.
 /// * Redis down or slow: each call returns within `timeout` (plus scheduling), either
 ///   [`FAIL_OPEN`] or `Err(Unavailable)`, and works again once Redis is back.
+/// * **On a cluster** (`connect_cluster`): the same, plus
+///   - a master down: calls on its tenants return within `timeout` as above; calls on
+///     other masters' tenants keep deciding; once its replica is promoted, calls on
+///     its tenants decide again within [`CLUSTER_RECOVERY`].
+///   - replication is asynchronous, so a failover may lose the last writes the old
+///     master acknowledged: a bucket then comes back as it was before them (at worst
+///     full). Each failover can thus admit at most one extra burst per bucket: over
+///     any interval [0, t] a bucket allows at most B·(1 + failovers) + ⌊t/T⌋ cost.
+///   - slots may move while calls run (resharding: MOVED, ASK, TRYAGAIN): calls keep
+///     deciding, exactly as without the move.
 pub trait RedisRateLimiter: Send + Sync + Sized {
+    /// Connects to one Redis server.
     fn connect(
         url: &str,
         config: RedisLimiterConfig,
         clock: SharedClock,
     ) -> impl Future<Output = Result<Self, RedisLimitError>> + Send;
+    /// Connects to a Redis Cluster through the given seed nodes' URLs.
+    fn connect_cluster(
+        nodes: &[String],
+        config: RedisLimiterConfig,
+        clock: SharedClock,
+    ) -> impl Future<Output = Result<Self, RedisLimitError>> + Send;
+    /// Decides one request of `tenant` over the buckets `limits` names.
     fn check(
         &self,
+        tenant: &str,
         limits: &[(&str, Quota)],
         cost: u32,
     ) -> impl Future<Output = Result<Decision, RedisLimitError>> + Send;
 }
+
+/// The hash tag of a tenant's keys, `{namespace:tenant}` with `\` written `\\` and
+/// `}` written `\)`: injective, and no tenant can close the tag early. Given to
+/// learners; any injective encoding with these properties is as good.
+pub fn tenant_tag(namespace: &str, tenant: &str) -> String {
+    format!("{{{namespace}:{}}}", tenant.replace('\\', "\\\\").replace('}', "\\)"))
+}
+
+/// On a cluster: once a failed master's replica is promoted (and the cluster says it
+/// is ok again), calls on its tenants decide again within this long. A client learns
+/// the new topology from a refused connection, a MOVED, or a periodic refresh: the
+/// redis crate's cluster client takes about a second here; the rest is room for a
+/// busy machine, so this is a liveness bound, not a speed target.
+pub const CLUSTER_RECOVERY: Duration = Duration::from_secs(10);
 
 /// Redis: Redis's clock keeps running while the callers' clocks (the test's included)
 /// may lag or stand still, and a key gone too early hands its bucket back full.

@@ -5,10 +5,12 @@
 //! * `contract.rs`: what a learner implements ([`RateLimiter`], [`RedisRateLimiter`]),
 //!   the types in their signatures, the IETF header rendering;
 //! * `model.rs`: the model (GCRA in integer nanoseconds) and its [`Spec`](crate::sequential::Spec);
-//! * `suite.rs`: inputs, cases and levels 1-4; `redis.rs`: level 5.
+//! * `suite.rs`: inputs, cases and levels 1-4; `redis.rs`: level 5 (one server);
+//!   `cluster.rs`: level 6 (a Redis Cluster: spread, failover, resharding).
 //!
 //! This module holds the object-safe adapters the suites drive and the factories.
 
+mod cluster;
 mod contract;
 mod model;
 mod redis;
@@ -16,6 +18,7 @@ mod suite;
 
 use std::sync::Arc;
 
+pub use self::cluster::L6;
 pub use self::contract::*;
 pub use self::model::{quota, Config, Op, Output, QUOTAS, REDIS_QUOTAS};
 pub use self::redis::redis_suite;
@@ -42,12 +45,14 @@ pub fn factory<L: RateLimiter<Key> + 'static>() -> Factory {
     |clock| Arc::new(L::new(clock))
 }
 
+use crate::redis_server::RedisTarget;
 use crate::BoxFuture;
 
 /// The distributed limiter under test, behind a trait object.
 pub trait ErasedRedisLimiter: Send + Sync {
     fn check<'a>(
         &'a self,
+        tenant: &'a str,
         limits: &'a [(String, Quota)],
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, RedisLimitError>>;
@@ -56,26 +61,32 @@ pub trait ErasedRedisLimiter: Send + Sync {
 impl<L: RedisRateLimiter> ErasedRedisLimiter for L {
     fn check<'a>(
         &'a self,
+        tenant: &'a str,
         limits: &'a [(String, Quota)],
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, RedisLimitError>> {
         Box::pin(async move {
             let limits: Vec<(&str, Quota)> = limits.iter().map(|(k, q)| (k.as_str(), *q)).collect();
-            RedisRateLimiter::check(self, &limits, cost).await
+            RedisRateLimiter::check(self, tenant, &limits, cost).await
         })
     }
 }
 
+/// Builds the distributed limiter under test: `connect` for a server, `connect_cluster`
+/// for a cluster.
 pub type RedisFactory = fn(
-    String,
+    RedisTarget,
     RedisLimiterConfig,
     SharedClock,
 ) -> BoxFuture<'static, Result<Arc<dyn ErasedRedisLimiter>, RedisLimitError>>;
 
 pub fn redis_factory<L: RedisRateLimiter + 'static>() -> RedisFactory {
-    |url, config, clock| {
+    |target, config, clock| {
         Box::pin(async move {
-            let limiter = L::connect(&url, config, clock).await?;
+            let limiter = match target {
+                RedisTarget::Server(url) => L::connect(&url, config, clock).await?,
+                RedisTarget::Cluster(nodes) => L::connect_cluster(&nodes, config, clock).await?,
+            };
             Ok(Arc::new(limiter) as Arc<dyn ErasedRedisLimiter>)
         })
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::contract::{
-    Decision, Quota, RedisLimitError, RedisLimiterConfig, WhenUnavailable, FAIL_OPEN, REDIS_EXPIRY_MARGIN,
+    tenant_tag, Decision, Quota, RedisLimitError, RedisLimiterConfig, WhenUnavailable, FAIL_OPEN, REDIS_EXPIRY_MARGIN,
     REDIS_EXPIRY_SLACK,
 };
 use super::model::{quota, Config, Model, Op, Output, RateLimitSpec, REDIS_QUOTAS, START};
@@ -15,11 +15,14 @@ use super::suite::{apply_clock, check, edge_scenarios, random_ops, EXERCISE, L5}
 use super::{ErasedRedisLimiter, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch, Timestamp};
 use crate::redis_server::{
-    check_namespace_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, CALL_TIMEOUT,
-    OUTAGE_CALL_TIMEOUT,
+    check_tagged_keys, fresh_namespace, runtime, within_reconnect_window, CommandCounter, RedisServer, RedisTarget,
+    CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT,
 };
 use crate::sequential::{random, replay, Budget, Spec};
 use crate::suite::{Case, CaseError, CaseResult, Hints, THREADED_DEADLINE as THREADED};
+
+/// The tenant of the single-server cases' requests (the cluster level spreads many).
+const TENANT: &str = "tenant-9";
 
 fn redis_config(namespace: String, when_unavailable: WhenUnavailable) -> RedisLimiterConfig {
     RedisLimiterConfig { namespace, timeout: CALL_TIMEOUT, when_unavailable }
@@ -29,7 +32,7 @@ fn apply_redis(rt: &tokio::runtime::Runtime, limiter: &dyn ErasedRedisLimiter, c
     match op {
         Op::Check { limits, cost } => {
             let limits: Vec<(String, Quota)> = limits.iter().map(|&(k, q)| (format!("k{k}"), quota(q))).collect();
-            Output::Decided(rt.block_on(limiter.check(&limits, *cost)).map_err(|e| match e {
+            Output::Decided(rt.block_on(limiter.check(TENANT, &limits, *cost)).map_err(|e| match e {
                 RedisLimitError::Invalid(e) => e,
                 // Not a decision the model can make: show it as a failure at this step.
                 RedisLimitError::Unavailable(why) => panic!("Redis unavailable during a replay: {why}"),
@@ -39,14 +42,15 @@ fn apply_redis(rt: &tokio::runtime::Runtime, limiter: &dyn ErasedRedisLimiter, c
     }
 }
 
-/// Keys of `namespace` (those carrying its hash tag) and their PTTL in ms (-1: none).
+/// Keys of `namespace` (those starting with `{namespace:`) and their PTTL in ms (-1: none).
 fn namespace_ttls(
     rt: &tokio::runtime::Runtime,
     raw: &mut redis::aio::MultiplexedConnection,
     namespace: &str,
 ) -> Result<Vec<(String, i64)>, String> {
     let ttls = rt.block_on(crate::redis_server::namespace_ttls(raw, namespace)).map_err(|e| e.to_string())?;
-    Ok(ttls.into_iter().filter(|(key, _)| crate::redis_server::hash_tag(key) == Some(namespace)).collect())
+    let prefix = format!("{{{namespace}:");
+    Ok(ttls.into_iter().filter(|(key, _)| key.starts_with(&prefix)).collect())
 }
 
 /// Checks the lifetime of a namespace's keys after each op of a Redis replay, against
@@ -82,7 +86,7 @@ impl ExpiryAudit {
         let forever = ttls.iter().filter(|(_, t)| *t < 0).count();
         if forever > 1 {
             return Err(format!(
-                "keys without expiry: {}. Every bucket key needs an expiry; only the namespace's latest time may live forever",
+                "keys without expiry: {}. Every bucket key needs an expiry; only the tenant's latest time may live forever",
                 show_keys()
             ));
         }
@@ -144,7 +148,7 @@ fn redis_sequences(make: RedisFactory) -> CaseResult {
             let namespace = fresh_namespace("seq");
             let config = redis_config(namespace.clone(), WhenUnavailable::FailClosed);
             let limiter = rt
-                .block_on(make(server.url().to_string(), config, clock.shared()))
+                .block_on(make(RedisTarget::Server(server.url().to_string()), config, clock.shared()))
                 .unwrap_or_else(|e| panic!("connect({}) failed: {e}", server.url()));
             let raw = rt
                 .block_on(async { redis::Client::open(server.url())?.get_multiplexed_async_connection().await })
@@ -198,10 +202,15 @@ fn expiry_outlives_debt(make: RedisFactory) -> CaseResult {
     let clock = ManualClock::starting_at(START);
     let namespace = fresh_namespace("expiry");
     let limiter = rt
-        .block_on(make(server.url().to_string(), redis_config(namespace, WhenUnavailable::FailClosed), clock.shared()))
+        .block_on(make(
+            RedisTarget::Server(server.url().to_string()),
+            redis_config(namespace, WhenUnavailable::FailClosed),
+            clock.shared(),
+        ))
         .map_err(|e| CaseError::failed(format!("connect: {e}")))?;
     let checked = |limits: &[(String, Quota)], cost: u32| {
-        rt.block_on(limiter.check(limits, cost)).map_err(|e| CaseError::failed(format!("check returned Err({e})")))
+        rt.block_on(limiter.check(TENANT, limits, cost))
+            .map_err(|e| CaseError::failed(format!("check returned Err({e})")))
     };
     for (burst, period, sleep) in [(10u32, 30u64, 100u64), (4, 100, 150)] {
         let q = Quota::new(burst, Duration::from_millis(period)).expect("valid");
@@ -248,7 +257,7 @@ fn instances_share_the_burst(make: RedisFactory) -> CaseResult {
             ManualClock::starting_at(Timestamp::from_nanos((START.as_nanos() as i64 + skew * 1_000_000) as u64));
         let config = redis_config(namespace.clone(), WhenUnavailable::FailClosed);
         let limiter = rt
-            .block_on(make(server.url().to_string(), config, clock.shared()))
+            .block_on(make(RedisTarget::Server(server.url().to_string()), config, clock.shared()))
             .map_err(|e| CaseError::failed(format!("connect: {e}")))?;
         instances.push((skew, limiter));
     }
@@ -261,7 +270,7 @@ fn instances_share_the_burst(make: RedisFactory) -> CaseResult {
                     let limits = vec![("shared".to_string(), quota)];
                     let mut allowed = 0;
                     for _ in 0..15 {
-                        if limiter.check(&limits, 1).await?.allowed {
+                        if limiter.check(TENANT, &limits, 1).await?.allowed {
                             allowed += 1;
                         }
                     }
@@ -303,12 +312,12 @@ fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
         ..redis_config(fresh_namespace("outage"), when_unavailable)
     };
     let limiter = rt
-        .block_on(make(server.url().to_string(), config, clock.shared()))
+        .block_on(make(RedisTarget::Server(server.url().to_string()), config, clock.shared()))
         .map_err(|e| CaseError::failed(format!("connect: {e}")))?;
     let limits = vec![("user".to_string(), quota(4))];
     let checked = |limiter: &Arc<dyn ErasedRedisLimiter>| {
         // 5s: ten times the configured timeout; a call that takes longer has hung.
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), limiter.check(&limits, 1)).await })
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), limiter.check(TENANT, &limits, 1)).await })
     };
     match checked(&limiter) {
         Ok(Ok(d)) if d.allowed => {}
@@ -353,7 +362,7 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     let clock = ManualClock::starting_at(START);
     let limiter = rt
         .block_on(make(
-            counter.url.clone(),
+            RedisTarget::Server(counter.url.clone()),
             redis_config(namespace.clone(), WhenUnavailable::FailClosed),
             clock.shared(),
         ))
@@ -364,10 +373,11 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
         ("tenant-9".to_string(), quota(5)),
     ];
     // Warm up (the first call may load the script), then count.
-    let _ = rt.block_on(limiter.check(&limits, 1));
+    let _ = rt.block_on(limiter.check(TENANT, &limits, 1));
     let before = counter.commands();
     for _ in 0..50 {
-        rt.block_on(limiter.check(&limits, 1)).map_err(|e| CaseError::failed(format!("check returned Err({e})")))?;
+        rt.block_on(limiter.check(TENANT, &limits, 1))
+            .map_err(|e| CaseError::failed(format!("check returned Err({e})")))?;
     }
     let commands = counter.commands() - before;
     if commands != 50 {
@@ -375,16 +385,25 @@ fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
             "50 checks of 3 buckets sent {commands} commands to Redis: expected one round trip per check"
         )));
     }
-    // Buckets, plus the namespace's latest time (the one key that never expires).
-    check_namespace_keys(&rt, server.url(), &namespace, 4, 1)
+    // Buckets, plus the tenant's latest time (the one key that may never expire).
+    // One tag for all of the tenant's keys, naming the namespace first (any injective
+    // encoding of the tenant will do: `tenant_tag` is one).
+    let first = std::cell::RefCell::new(None::<String>);
+    let prefix = format!("{namespace}:");
+    let expected = format!("{{{namespace}:<tenant>}}, the same for all (e.g. {})", tenant_tag(&namespace, TENANT));
+    check_tagged_keys(&rt, server.url(), &namespace, 4, 1, &expected, &|tag| {
+        let Some(tag) = tag.filter(|t| t.starts_with(&prefix)) else { return false };
+        first.borrow_mut().get_or_insert_with(|| tag.to_string()) == tag
+    })
 }
 
-/// The Redis-backed cases (level 5), for the distributed implementation `make` builds.
+/// The Redis-backed cases (level 5 on one server, level 6 on a cluster), for the
+/// distributed implementation `make` builds.
 pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
     let case = |name, hints: Hints, run: fn(RedisFactory) -> CaseResult| {
         Case::new(EXERCISE, L5, name, hints, THREADED, move || run(make)).with_redis()
     };
-    vec![
+    let mut cases = vec![
         case("sequences", Hints::new(
             "The in-memory contract, replayed on Redis. After every step, each bucket in debt has a Redis key of its own with \
              an expiry: it lives at least until the bucket is full again + REDIS_EXPIRY_MARGIN, at most τ + REDIS_EXPIRY_SLACK.",
@@ -392,7 +411,7 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
              request's buckets must be one atomic step inside Redis. Lua numbers are doubles: time travels in whole \
              microseconds.",
             "One Lua script per check (redis::Script): ARGV carries now in µs, the periods, bursts and cost; the script reads \
-             the namespace's latest time and each TAT, decides with GCRA, and only if all conform writes each TAT with \
+             the tenant's latest time and each TAT, decides with GCRA, and only if all conform writes each TAT with \
              SET key tat PX (TAT − now + margin, in ms rounded up). It returns the decision's numbers as integers."),
             redis_sequences),
         case("instances_share_the_burst", Hints::new(
@@ -400,7 +419,7 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
              exactly its burst.",
             "Clock skew: an instance whose clock runs ahead would refill the bucket for everyone. A shared high-water mark of \
              time keeps every instance's view of the bucket consistent.",
-            "Keep the namespace's latest time in a Redis key and use max(ARGV now, latest) as now inside the script, \
+            "Keep each tenant's latest time in a Redis key and use max(ARGV now, latest) as now inside the script, \
              updating it atomically with the buckets."),
             instances_share_the_burst),
         case("outage_fail_closed", Hints::new(
@@ -427,12 +446,15 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
             "In the script, SET the bucket key with PX = ⌈(TAT − now) / 1ms⌉ + REDIS_EXPIRY_MARGIN in ms."),
             expiry_outlives_debt),
         case("round_trips_and_keys", Hints::new(
-            "One round trip to Redis per check, whatever the number of buckets; every key of the namespace carries the hash \
-             tag {namespace}, and every bucket key has an expiry.",
+            "One round trip to Redis per check, whatever the number of buckets; every key of a tenant carries one hash tag \
+             naming the namespace and the tenant ({namespace:tenant}), and every bucket key has an expiry.",
             "Latency and Redis Cluster: a multi-key atomic operation needs all its keys in one hash slot, which a shared hash \
-             tag guarantees; every extra round trip adds a network latency to every request.",
-            "redis::Script sends EVALSHA (and the script itself once, on NOSCRIPT); name keys {namespace}:<key> and \
-             {namespace}:latest and pass them all in KEYS."),
+             tag guarantees; tagging by tenant keeps a request's buckets together while tenants spread over the cluster. \
+             Every extra round trip adds a network latency to every request.",
+            "redis::Script sends EVALSHA (and the script itself once, on NOSCRIPT); name keys <tenant_tag>:b:<key> and \
+             <tenant_tag>:latest (tenant_tag(namespace, tenant) in the contract) and pass them all in KEYS."),
             round_trips_and_keys),
-    ]
+    ];
+    cases.extend(super::cluster::cluster_suite(make));
+    cases
 }
