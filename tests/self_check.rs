@@ -228,6 +228,7 @@ fn mutants() -> Vec<Mutant> {
         redis_scripted_mutant!(EXPIRY_WITHOUT_MARGIN, "rate_limit::l5_redis::sequences"),
         redis_scripted_mutant!(ONE_SLOT_TAGGING, "rate_limit::l6_cluster::spread_over_masters"),
         redis_scripted_mutant!(NAMESPACE_WIDE_LATEST, "rate_limit::l6_cluster::spread_over_masters"),
+        redis_scripted_mutant!(NO_CLUSTER_RETRIES, "rate_limit::l6_cluster::resharding"),
         top_k_mutant!(WINDOW_START_INCLUSIVE, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(TIES_BY_ARRIVAL, "top_k::l1_window::in_order_sequences"),
         top_k_mutant!(IGNORES_K, "top_k::l1_window::edges"),

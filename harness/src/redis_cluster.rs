@@ -173,6 +173,8 @@ impl RedisCluster {
             "--cluster-require-full-coverage", "no",
             "--cluster-allow-replica-migration", "no",
             "--save", "", "--appendonly", "no",
+            // A replica's full sync starts at once (the default waits 5s for more replicas).
+            "--repl-diskless-sync-delay", "0",
         ];
         let child = Command::new(binary)
             .args(args)

@@ -31,6 +31,9 @@ pub const ONE_SLOT_TAGGING: u8 = 6;
 /// Buckets tagged by tenant, but one latest-time key for the whole namespace: fine on
 /// one server; on a cluster the script's keys span two slots (CROSSSLOT).
 pub const NAMESPACE_WIDE_LATEST: u8 = 7;
+/// The cluster client built with `retries(0)` "so that my own timeout governs": it no
+/// longer follows ASK and MOVED or retries TRYAGAIN, so calls fail while slots move.
+pub const NO_CLUSTER_RETRIES: u8 = 8;
 
 /// KEYS: buckets, then the latest-time key. ARGV: now (µs), cost, expiry mode, then per
 /// bucket its period and τ (µs). Returns allowed, remaining, retry_after (µs),
@@ -94,8 +97,18 @@ impl<const BUG: u8> RedisRateLimiter for ScriptedRedis<BUG> {
         config: RedisLimiterConfig,
         clock: SharedClock,
     ) -> Result<Self, RedisLimitError> {
-        let connection =
-            connect_cluster_with_timeout(nodes, config.timeout).await.map_err(RedisLimitError::Unavailable)?;
+        let connection = if BUG == NO_CLUSTER_RETRIES {
+            let unavailable = |e: redis::RedisError| RedisLimitError::Unavailable(e.to_string());
+            let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+                .retries(0)
+                .connection_timeout(config.timeout)
+                .response_timeout(config.timeout)
+                .build()
+                .map_err(unavailable)?;
+            client.get_async_connection().await.map_err(unavailable)?
+        } else {
+            connect_cluster_with_timeout(nodes, config.timeout).await.map_err(RedisLimitError::Unavailable)?
+        };
         let connection = RedisConnection::Cluster(connection);
         Ok(ScriptedRedis { config, clock, connection, script: redis::Script::new(SCRIPT) })
     }
