@@ -482,6 +482,51 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// Live resharding, as the cluster cases grade it: up to 6 of the slots that hold
+    /// keys starting with `prefix` on the first master move to the second (see
+    /// [`RedisCluster::migrate_slot`]) while `calls` runs on `rt`; then `calls` must
+    /// have succeeded. `what` names the keys for the messages ("40 tenants' keys").
+    pub fn reshard_while(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        prefix: &str,
+        what: &str,
+        calls: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    ) -> Result<(), CaseError> {
+        let masters = self.masters()?;
+        let (from, to) = (masters[0].port, masters[1].port);
+        let mut slots: Vec<u16> = self
+            .keys_per_master(prefix)?
+            .iter()
+            .filter(|(port, _)| *port == from)
+            .flat_map(|(_, keys)| keys.iter().map(|k| slot_of(k.as_bytes())))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        if slots.is_empty() {
+            return Err(CaseError::failed(format!(
+                "master {from} holds none of {what}: tag keys by the unit of atomicity, so they spread over the masters"
+            )));
+        }
+        slots.truncate(6);
+        let calls = rt.spawn(calls);
+        let mut moved = 0;
+        for &slot in &slots {
+            moved += self.migrate_slot(slot, to)?;
+        }
+        rt.block_on(calls)
+            .map_err(|e| CaseError::failed(format!("a task failed: {e}")))?
+            .map_err(|e| CaseError::failed(format!("while slots {slots:?} moved from master {from} to {to}: {e}")))?;
+        if moved == 0 {
+            return Err(CaseError::failed(format!(
+                "no key moved with slots {slots:?}: the grader found nothing to reshard"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `s` with Redis glob characters escaped, for SCAN MATCH.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -14,7 +14,7 @@ use super::suite::EXERCISE;
 use super::{ErasedRedisStore, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch, Timestamp};
 use crate::rate_limit::CLUSTER_RECOVERY;
-use crate::redis_cluster::{slot_of, RedisCluster};
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::{fresh_namespace, runtime, RedisTarget, CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
@@ -300,63 +300,31 @@ fn resharding(make: RedisFactory) -> CaseResult {
     let (store, namespace) = connect(&rt, make, &cluster, CALL_TIMEOUT, &clock)?;
     let n = 60;
     rt.block_on(execute_all(&store, (0..n).map(|i| (i, key(i))).collect())).map_err(CaseError::failed)?;
-    let masters = cluster.masters()?;
-    let (from, to) = (masters[0].port, masters[1].port);
-    let mut slots: Vec<u16> = cluster
-        .keys_per_master(&format!("{{{namespace}:"))?
-        .iter()
-        .filter(|(port, _)| *port == from)
-        .flat_map(|(_, keys)| keys.iter().map(|k| slot_of(k.as_bytes())))
-        .collect();
-    slots.sort_unstable();
-    slots.dedup();
-    if slots.is_empty() {
-        return Err(CaseError::failed(format!("{n} records completed, but master {from} holds none of their keys")));
-    }
-    slots.truncate(6);
-    let retries = {
-        let store = Arc::clone(&store);
-        rt.spawn(async move {
-            for round in 0..12 {
-                for i in 0..n {
-                    let k = key(i);
-                    match store.begin("pay", &k, Fingerprint(7)).await {
-                        Ok(Begin::Replay(r)) if r == body("A", i) => {}
-                        other => {
-                            return Err(format!(
-                                "round {round}: a retry of (\"pay\", {k:?}) returned {}",
-                                explain(&other)
-                            ))
-                        }
-                    }
-                    match store.begin("pay", &k, Fingerprint(8)).await {
-                        Ok(Begin::Mismatch) => {}
-                        other => {
-                            return Err(format!(
-                                "round {round}: (\"pay\", {k:?}) with another fingerprint returned {}",
-                                explain(&other)
-                            ))
-                        }
+    let retries = async move {
+        for round in 0..12 {
+            for i in 0..n {
+                let k = key(i);
+                match store.begin("pay", &k, Fingerprint(7)).await {
+                    Ok(Begin::Replay(r)) if r == body("A", i) => {}
+                    other => {
+                        return Err(format!("round {round}: a retry of (\"pay\", {k:?}) returned {}", explain(&other)))
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                match store.begin("pay", &k, Fingerprint(8)).await {
+                    Ok(Begin::Mismatch) => {}
+                    other => {
+                        return Err(format!(
+                            "round {round}: (\"pay\", {k:?}) with another fingerprint returned {}",
+                            explain(&other)
+                        ))
+                    }
+                }
             }
-            Ok::<(), String>(())
-        })
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     };
-    let mut moved = 0;
-    for &slot in &slots {
-        moved += cluster.migrate_slot(slot, to)?;
-    }
-    rt.block_on(retries)
-        .map_err(|e| CaseError::failed(format!("a task failed: {e}")))?
-        .map_err(|e| CaseError::failed(format!("while slots {slots:?} moved from master {from} to {to}: {e}")))?;
-    if moved == 0 {
-        return Err(CaseError::failed(format!(
-            "no key moved with slots {slots:?}: the grader found nothing to reshard"
-        )));
-    }
-    Ok(())
+    cluster.reshard_while(&rt, &format!("{{{namespace}:"), "the 60 records' keys", retries)
 }
 
 /// The cluster cases (level 6), for the distributed implementation `make` builds.

@@ -12,7 +12,7 @@ use super::model::START;
 use super::suite::EXERCISE;
 use super::{ErasedRedisLimiter, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch};
-use crate::redis_cluster::{slot_of, RedisCluster};
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::{fresh_namespace, runtime, RedisTarget, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
@@ -296,27 +296,9 @@ fn resharding(make: RedisFactory) -> CaseResult {
     let quota = Quota::new(40, Duration::from_secs(3600)).expect("valid");
     let tenants: Vec<String> = (0..40).map(tenant).collect();
     rt.block_on(spend(&limiter, &tenants, quota, 0, 1)).map_err(CaseError::failed)?;
-    let masters = cluster.masters()?;
-    let (from, to) = (masters[0].port, masters[1].port);
-    let keys = cluster.keys_per_master(&format!("{{{namespace}:"))?;
-    let mut slots: Vec<u16> = keys
-        .iter()
-        .filter(|(port, _)| *port == from)
-        .flat_map(|(_, keys)| keys.iter().map(|k| slot_of(k.as_bytes())))
-        .collect();
-    slots.sort_unstable();
-    slots.dedup();
-    if slots.is_empty() {
-        return Err(CaseError::failed(format!(
-            "40 tenants checked, but master {from} holds none of the namespace's keys: tag keys by tenant so tenants \
-             spread over the masters"
-        )));
-    }
-    slots.truncate(6);
     let calls = {
         let limiter = Arc::clone(&limiter);
-        let tenants = tenants.clone();
-        rt.spawn(async move {
+        async move {
             // Slowly, so the moves happen between and during calls.
             let mut done = 1;
             while done < quota.burst() + 3 {
@@ -324,22 +306,10 @@ fn resharding(make: RedisFactory) -> CaseResult {
                 done += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Ok::<(), String>(())
-        })
+            Ok(())
+        }
     };
-    let mut moved = 0;
-    for &slot in &slots {
-        moved += cluster.migrate_slot(slot, to)?;
-    }
-    rt.block_on(calls)
-        .map_err(|e| CaseError::failed(format!("a task failed: {e}")))?
-        .map_err(|e| CaseError::failed(format!("while slots {slots:?} moved from master {from} to {to}: {e}")))?;
-    if moved == 0 {
-        return Err(CaseError::failed(format!(
-            "no key moved with slots {slots:?}: the grader found nothing to reshard"
-        )));
-    }
-    Ok(())
+    cluster.reshard_while(&rt, &format!("{{{namespace}:"), "the 40 tenants' keys", calls)
 }
 
 /// The cluster cases (level 6), for the distributed implementation `make` builds.
