@@ -180,8 +180,8 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Limiter<K> {
 }
 
 /// GCRA over all of a request's buckets, atomically. KEYS: the buckets, then the
-/// tenant's latest-time key (all under the tenant's hash tag: one slot). ARGV: now (µs), cost, then per bucket its period and
-/// tolerance (µs). Returns allowed (1/0), the time used, then per bucket: TAT before,
+/// tenant's latest-time key (all under the tenant's hash tag: one slot). ARGV: now
+/// (µs), cost, then per bucket its period and tolerance (µs). Returns allowed (1/0), the time used, then per bucket: TAT before,
 /// TAT if allowed, wait. Numbers travel as integer strings: Lua's are doubles, exact
 /// to 2^53 µs (285 years), but `tostring` would print large ones in exponent form.
 const GCRA_SCRIPT: &str = r#"
