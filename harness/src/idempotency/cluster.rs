@@ -118,6 +118,31 @@ fn spread_over_masters(make: RedisFactory) -> CaseResult {
     Ok(())
 }
 
+/// `complete`, retried while it answers Unavailable ("stored or not, unknown": no
+/// replica acknowledged in time, which a busy machine can cause): a retried complete
+/// tells, as the contract says, and its AlreadyCompleted means this token's response
+/// is stored.
+fn settled(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn ErasedRedisStore>,
+    k: &str,
+    token: u64,
+    response: Response,
+) -> Result<(), SettleError> {
+    let mut done = rt.block_on(store.complete("pay", k, token, response.clone()));
+    for _ in 0..20 {
+        match done {
+            Err(SettleError::Unavailable(_)) => {
+                std::thread::sleep(Duration::from_millis(100));
+                done = rt.block_on(store.complete("pay", k, token, response.clone()));
+            }
+            Err(SettleError::Lease(LeaseError::AlreadyCompleted)) => return Ok(()),
+            other => return other,
+        }
+    }
+    done
+}
+
 /// What one record went through before the failover.
 #[derive(Clone, Debug)]
 enum Before {
@@ -149,7 +174,7 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
     }
     for (i, state) in before.iter_mut().enumerate().take(30) {
         let Before::Running(token) = *state else { unreachable!() };
-        let done = rt.block_on(store.complete("pay", &key(i), token, body("A", i)));
+        let done = settled(&rt, &store, &key(i), token, body("A", i));
         if done.is_err() {
             return Err(CaseError::failed(format!("complete with its own token returned {}", explain(&done))));
         }
@@ -263,21 +288,7 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
                 )));
             }
         }
-        // Unavailable means "stored or not, unknown" (no replica acknowledged in time):
-        // a retried complete tells, as the contract says.
-        let mut done = rt.block_on(store.complete("pay", &k, executed, body("B", i)));
-        for _ in 0..20 {
-            match &done {
-                Err(SettleError::Lease(LeaseError::AlreadyCompleted)) => done = Ok(()),
-                Err(SettleError::Unavailable(_)) => {
-                    std::thread::sleep(Duration::from_millis(100));
-                    done = rt.block_on(store.complete("pay", &k, executed, body("B", i)));
-                    continue;
-                }
-                _ => {}
-            }
-            break;
-        }
+        let done = settled(&rt, &store, &k, executed, body("B", i));
         let replay = rt.block_on(store.begin("pay", &k, Fingerprint(7)));
         if done.is_err() || !matches!(&replay, Ok(Begin::Replay(r)) if *r == body("B", i)) {
             return Err(CaseError::failed(format!(
