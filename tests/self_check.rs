@@ -292,6 +292,7 @@ fn mutants() -> Vec<Mutant> {
         redis_store_mutant!(RETENTION_AS_MILLIS, "idempotency::l5_redis::key_lifetimes"),
         redis_store_mutant!(NAMESPACE_TOKEN_COUNTER, "idempotency::l6_cluster::spread_over_masters"),
         redis_store_mutant!(NO_FENCING_ACROSS_FAILOVER, "idempotency::l6_cluster::failover_fencing"),
+        redis_store_mutant!(COMPLETE_WITHOUT_WAIT, "idempotency::l6_cluster::failover_fencing"),
     ]
 }
 

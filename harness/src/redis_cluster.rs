@@ -527,6 +527,17 @@ impl RedisCluster {
     }
 }
 
+/// An answer as a case shows it, with what a CROSSSLOT refusal means when it is one
+/// (`unit`: what every key of one script should share, "tenant" or "record").
+pub fn explain_crossslot(text: String, unit: &str) -> String {
+    // The redis crate prints the error kind as "CrossSlot".
+    if text.to_ascii_uppercase().contains("CROSSSLOT") {
+        format!("{text}: one script's keys span several hash slots; tag every key of a {unit} alike")
+    } else {
+        text
+    }
+}
+
 /// `s` with Redis glob characters escaped, for SCAN MATCH.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -152,7 +152,7 @@ impl IdempotencyStore for Store {
 /// for it). ARGV: now, lease, retention (µs), fingerprint. A token is max(fence + 1,
 /// now): a fence lost with Redis's data restarts from the clock, which has moved on
 /// past every token issued before the loss.
-const BEGIN_SCRIPT: &str = r#"
+pub const BEGIN_SCRIPT: &str = r#"
 local function int(x) return string.format('%.0f', x) end
 local now, lease, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local r = redis.call('HMGET', KEYS[1], 'fp', 'state', 'until', 'status', 'body')
@@ -178,7 +178,7 @@ return {'execute', int(token)}
 /// retention (µs), token, 'complete' or 'abandon', then status and body. The token is
 /// checked before the state (SETTLE_CHECK_ORDER); a completed record keeps its token,
 /// and its fence lives at least as long (`GT`: never shortened).
-const SETTLE_SCRIPT: &str = r#"
+pub const SETTLE_SCRIPT: &str = r#"
 local function int(x) return string.format('%.0f', x) end
 local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
 local r = redis.call('HMGET', KEYS[1], 'state', 'token', 'until')

@@ -286,7 +286,7 @@ pub mod redis_backed {
     };
     use harness::redis_server::{connect_cluster_with_timeout, RedisConnection};
     use parking_lot::Mutex;
-    use solutions::idempotency::RedisStore;
+    use solutions::idempotency::{RedisStore, SETTLE_SCRIPT};
 
     pub const CHECK_THEN_EXECUTE: u8 = 1;
     pub const EXTRA_ROUND_TRIP: u8 = 2;
@@ -309,6 +309,10 @@ pub mod redis_backed {
     /// counter kept inside the record hash does): after a failover lost a lease, the
     /// new executor gets the old one's token, and the old one's complete lands.
     pub const NO_FENCING_ACROSS_FAILOVER: u8 = 10;
+    /// On a cluster, `complete` answers Ok as soon as its master has the response, not
+    /// once a replica does: a failover can lose an acknowledged response, and the key
+    /// then executes again.
+    pub const COMPLETE_WITHOUT_WAIT: u8 = 11;
 
     /// A record's counter (restarting at 1) and the real token behind each of its tokens.
     type Restarting = (u64, HashMap<u64, u64>);
@@ -317,6 +321,7 @@ pub mod redis_backed {
         inner: RedisStore,
         side: RedisConnection,
         config: RedisStoreConfig,
+        clock: SharedClock,
         /// NO_FENCING_ACROSS_FAILOVER: per record, the counter and its tokens' real ones.
         restarting: Mutex<HashMap<(String, String), Restarting>>,
     }
@@ -337,6 +342,32 @@ pub mod redis_backed {
                 .unwrap_or(token)
         }
 
+        /// COMPLETE_WITHOUT_WAIT: the reference's settle script, answered at once.
+        async fn complete_at_once(
+            &self,
+            scope: &str,
+            key: &str,
+            token: u64,
+            response: Response,
+        ) -> Result<(), SettleError> {
+            let tag = record_tag(&self.config.namespace, scope, key);
+            let script = redis::Script::new(SETTLE_SCRIPT);
+            let mut invocation = script.prepare_invoke();
+            let retention = (self.config.records.retention().as_nanos() as u64).div_ceil(1_000);
+            invocation.key(format!("{tag}:r")).key(format!("{tag}:f"));
+            invocation.arg(self.clock.now().as_nanos() / 1_000).arg(retention).arg(token);
+            invocation.arg("complete").arg(response.status).arg(&response.body[..]);
+            let mut side = self.side.clone();
+            let reply: Result<String, _> = invocation.invoke_async(&mut side).await;
+            match reply.as_deref() {
+                Ok("ok") => Ok(()),
+                Ok("none") => Err(SettleError::Lease(LeaseError::NoSuchRecord)),
+                Ok("completed") => Err(SettleError::Lease(LeaseError::AlreadyCompleted)),
+                Ok("stale") => Err(SettleError::Lease(LeaseError::StaleToken)),
+                other => Err(SettleError::Unavailable(StoreUnavailable(format!("{other:?}")))),
+            }
+        }
+
         async fn side_command(&self, command: &mut redis::Cmd) {
             let mut side = self.side.clone();
             let _: Result<redis::Value, _> = command.query_async(&mut side).await;
@@ -348,8 +379,8 @@ pub mod redis_backed {
             let unavailable = |e: redis::RedisError| StoreUnavailable(e.to_string());
             let client = redis::Client::open(url).map_err(unavailable)?;
             let side = RedisConnection::Server(redis::aio::ConnectionManager::new(client).await.map_err(unavailable)?);
-            let inner = RedisStore::connect(url, config.clone(), clock).await?;
-            Ok(FlawedRedis { inner, side, config, restarting: Mutex::new(HashMap::new()) })
+            let inner = RedisStore::connect(url, config.clone(), clock.clone()).await?;
+            Ok(FlawedRedis { inner, side, config, clock, restarting: Mutex::new(HashMap::new()) })
         }
 
         async fn connect_cluster(
@@ -360,8 +391,8 @@ pub mod redis_backed {
             let side = RedisConnection::Cluster(
                 connect_cluster_with_timeout(nodes, config.timeout).await.map_err(StoreUnavailable)?,
             );
-            let inner = RedisStore::connect_cluster(nodes, config.clone(), clock).await?;
-            Ok(FlawedRedis { inner, side, config, restarting: Mutex::new(HashMap::new()) })
+            let inner = RedisStore::connect_cluster(nodes, config.clone(), clock.clone()).await?;
+            Ok(FlawedRedis { inner, side, config, clock, restarting: Mutex::new(HashMap::new()) })
         }
 
         async fn begin(&self, scope: &str, key: &str, fingerprint: Fingerprint) -> Result<Begin, StoreUnavailable> {
@@ -439,6 +470,9 @@ pub mod redis_backed {
                 if state.as_deref() == Some("c") {
                     return Err(SettleError::Lease(LeaseError::AlreadyCompleted));
                 }
+            }
+            if BUG == COMPLETE_WITHOUT_WAIT {
+                return self.complete_at_once(scope, key, token, response).await;
             }
             let settled = self.inner.complete(scope, key, self.real_token(scope, key, token), response).await;
             if settled.is_ok() {

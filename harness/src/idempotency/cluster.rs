@@ -14,7 +14,7 @@ use super::suite::EXERCISE;
 use super::{ErasedRedisStore, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch, Timestamp};
 use crate::rate_limit::CLUSTER_RECOVERY;
-use crate::redis_cluster::RedisCluster;
+use crate::redis_cluster::{explain_crossslot, RedisCluster};
 use crate::redis_server::{fresh_namespace, runtime, RedisTarget, CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
@@ -53,12 +53,7 @@ fn connect(
 }
 
 fn explain(e: &impl std::fmt::Debug) -> String {
-    let text = format!("{e:?}");
-    if text.contains("CROSSSLOT") {
-        format!("{text}: one script's keys span several hash slots; tag every key of a record alike")
-    } else {
-        text
-    }
+    explain_crossslot(format!("{e:?}"), "record")
 }
 
 /// Begin, complete, begin again (Replay) for each of `keys`, tasks at once.

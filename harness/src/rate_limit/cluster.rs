@@ -12,7 +12,7 @@ use super::model::START;
 use super::suite::EXERCISE;
 use super::{ErasedRedisLimiter, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch};
-use crate::redis_cluster::RedisCluster;
+use crate::redis_cluster::{explain_crossslot, RedisCluster};
 use crate::redis_server::{fresh_namespace, runtime, RedisTarget, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
@@ -59,12 +59,7 @@ fn config(timeout: Duration) -> RedisLimiterConfig {
 }
 
 fn explain(e: &RedisLimitError) -> String {
-    let text = e.to_string();
-    if text.contains("CROSSSLOT") {
-        format!("Err({text}): one script's keys span several hash slots; tag every key of a tenant alike")
-    } else {
-        format!("Err({text})")
-    }
+    explain_crossslot(format!("Err({e})"), "tenant")
 }
 
 /// What a fresh 3-bucket request of cost 1 answers the n-th time (1-based) with the
