@@ -241,16 +241,16 @@ impl RedisCluster {
             let masters: Vec<&NodeInfo> = view.iter().filter(|n| n.master && !n.slots.is_empty()).collect();
             let served: u32 = masters.iter().flat_map(|m| &m.slots).map(|&(a, b)| u32::from(b - a) + 1).sum();
             let replicated = masters.iter().all(|m| view.iter().any(|n| n.replica_of.as_deref() == Some(&m.id)));
-            served == u32::from(SLOTS) && masters.len() == 3 && replicated
-        }) && ports.iter().all(|&port| {
+            if served != u32::from(SLOTS) || masters.len() != 3 || !replicated {
+                return false;
+            }
             // A replica's link is up, and a master's replica is online on its side too
             // (past the full sync: it acknowledges WAIT).
             let Ok(info) = node_command::<String>(port, redis::cmd("INFO").arg("replication")) else { return false };
             match info_field(&info, "role").as_deref() {
                 Some("slave") => info_field(&info, "master_link_status").as_deref() == Some("up"),
                 _ => {
-                    let serves =
-                        self.view(port).is_some_and(|v| v.iter().any(|n| n.port == port && !n.slots.is_empty()));
+                    let serves = masters.iter().any(|m| m.port == port);
                     !serves || info_field(&info, "slave0").is_some_and(|s| s.contains("state=online"))
                 }
             }
@@ -287,11 +287,6 @@ impl RedisCluster {
         Err(CaseError::Skipped(format!(
             "REDIS_CLUSTER_NODES points at a cluster of your own, which this case cannot {what}"
         )))
-    }
-
-    /// Ports of every node, live or not (empty for an external cluster).
-    pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|n| n.port).collect()
     }
 
     fn live_ports(&self) -> Vec<u16> {
@@ -483,21 +478,37 @@ impl RedisCluster {
 }
 
 impl RedisCluster {
+    /// The spread the cluster cases grade: every master holds some of `namespace`'s
+    /// keys (those starting with `{namespace:`). `what` says what was done ("100
+    /// tenants checked") and `advice` how keys should be tagged.
+    pub fn require_spread(&self, namespace: &str, what: &str, advice: &str) -> Result<(), CaseError> {
+        let per_master = self.keys_per_master(&format!("{{{namespace}:"))?;
+        let counts: Vec<(u16, usize)> = per_master.iter().map(|(port, keys)| (*port, keys.len())).collect();
+        if counts.iter().any(|&(_, n)| n == 0) {
+            return Err(CaseError::failed(format!(
+                "{what}, but the namespace's keys per master (port, keys) are {counts:?}: every master should hold \
+                 some. {advice}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Live resharding, as the cluster cases grade it: up to 6 of the slots that hold
-    /// keys starting with `prefix` on the first master move to the second (see
-    /// [`RedisCluster::migrate_slot`]) while `calls` runs on `rt`; then `calls` must
-    /// have succeeded. `what` names the keys for the messages ("40 tenants' keys").
+    /// `namespace`'s keys (starting with `{namespace:`) on the first master move to the
+    /// second (see [`RedisCluster::migrate_slot`]) while `calls` runs on `rt`; then
+    /// `calls` must have succeeded. `what` names the keys for the messages ("the 40
+    /// tenants' keys").
     pub fn reshard_while(
         &self,
         rt: &tokio::runtime::Runtime,
-        prefix: &str,
+        namespace: &str,
         what: &str,
         calls: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
     ) -> Result<(), CaseError> {
         let masters = self.masters()?;
         let (from, to) = (masters[0].port, masters[1].port);
         let mut slots: Vec<u16> = self
-            .keys_per_master(prefix)?
+            .keys_per_master(&format!("{{{namespace}:"))?
             .iter()
             .filter(|(port, _)| *port == from)
             .flat_map(|(_, keys)| keys.iter().map(|k| slot_of(k.as_bytes())))

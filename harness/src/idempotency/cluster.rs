@@ -102,15 +102,11 @@ fn spread_over_masters(make: RedisFactory) -> CaseResult {
     let clock = ManualClock::starting_at(Timestamp::from_nanos(1_000_000_000_000));
     let (store, namespace) = connect(&rt, make, &cluster, CALL_TIMEOUT, &clock)?;
     rt.block_on(execute_all(&store, (0..1000).map(|i| (i, key(i))).collect())).map_err(CaseError::failed)?;
-    let per_master = cluster.keys_per_master(&format!("{{{namespace}:"))?;
-    let counts: Vec<(u16, usize)> = per_master.iter().map(|(port, keys)| (*port, keys.len())).collect();
-    if counts.iter().any(|&(_, n)| n == 0) {
-        return Err(CaseError::failed(format!(
-            "1000 records completed, but the namespace's keys per master (port, keys) are {counts:?}: every master should \
-             hold some. Tag a record's keys by its scope and key, not by namespace, so records spread over the cluster"
-        )));
-    }
-    Ok(())
+    cluster.require_spread(
+        &namespace,
+        "1000 records completed",
+        "Tag a record's keys by its scope and key, not by namespace, so records spread over the cluster",
+    )
 }
 
 /// `complete`, retried while it answers Unavailable ("stored or not, unknown": no
@@ -330,7 +326,7 @@ fn resharding(make: RedisFactory) -> CaseResult {
         }
         Ok(())
     };
-    cluster.reshard_while(&rt, &format!("{{{namespace}:"), "the 60 records' keys", retries)
+    cluster.reshard_while(&rt, &namespace, "the 60 records' keys", retries)
 }
 
 /// The cluster cases (level 6), for the distributed implementation `make` builds.

@@ -147,15 +147,11 @@ fn spread_over_masters(make: RedisFactory) -> CaseResult {
             )))
         }
     }
-    let per_master = cluster.keys_per_master(&format!("{{{namespace}:"))?;
-    let counts: Vec<(u16, usize)> = per_master.iter().map(|(port, keys)| (*port, keys.len())).collect();
-    if counts.iter().any(|&(_, n)| n == 0) {
-        return Err(CaseError::failed(format!(
-            "100 tenants checked, but the namespace's keys per master (port, keys) are {counts:?}: every master should \
-             hold some. Tag keys by tenant ({{namespace:tenant}}), not by namespace, so tenants spread over the cluster"
-        )));
-    }
-    Ok(())
+    cluster.require_spread(
+        &namespace,
+        "100 tenants checked",
+        "Tag keys by tenant ({namespace:tenant}), not by namespace, so tenants spread over the cluster",
+    )
 }
 
 /// Kill a master whose replica was cut off: typed errors within the timeout while it
@@ -304,7 +300,7 @@ fn resharding(make: RedisFactory) -> CaseResult {
             Ok(())
         }
     };
-    cluster.reshard_while(&rt, &format!("{{{namespace}:"), "the 40 tenants' keys", calls)
+    cluster.reshard_while(&rt, &namespace, "the 40 tenants' keys", calls)
 }
 
 /// The cluster cases (level 6), for the distributed implementation `make` builds.
