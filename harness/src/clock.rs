@@ -2,7 +2,8 @@
 //!
 //! Tests drive a [`ManualClock`] so that verdicts never depend on how fast the machine
 //! is; production code and benchmarks use [`SystemClock`], or the cheaper-to-read
-//! [`CoarseClock`] and [`TickingClock`] where millisecond resolution is enough, and
+//! [`TscClock`] (nanoseconds from the CPU's counter), [`CoarseClock`] and
+//! [`TickingClock`] where millisecond resolution is enough, and
 //! [`WallClock`] for calendar time. This is the only module in
 //! the workspace allowed to call `Instant::now()` (see ARCHITECTURE.md).
 
@@ -87,6 +88,15 @@ impl fmt::Display for Timestamp {
 /// A source of time. Implementations must be cheap and callable from any thread.
 pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> Timestamp;
+
+    /// `true` if a reading is never earlier than one taken before it, on any thread
+    /// (before: ordered by a lock, a channel, a join...). Code that must never see time
+    /// go back can then trust the clock instead of keeping its own high-water mark,
+    /// a shared word written on every call. `false` (the default) for clocks that may
+    /// step back: [`ManualClock`], [`WallClock`].
+    fn is_monotonic(&self) -> bool {
+        false
+    }
 }
 
 /// How exercises hold their clock: shared, dynamically dispatched.
@@ -116,6 +126,11 @@ impl Clock for SystemClock {
         static ORIGIN: OnceLock<Instant> = OnceLock::new();
         let origin = *ORIGIN.get_or_init(Instant::now);
         Timestamp(duration_nanos(Instant::now().duration_since(origin)))
+    }
+
+    /// `CLOCK_MONOTONIC` (or `Instant`): the kernel keeps it monotonic across CPUs.
+    fn is_monotonic(&self) -> bool {
+        true
     }
 }
 
@@ -153,6 +168,56 @@ impl Clock for CoarseClock {
     #[cfg(not(target_os = "linux"))]
     fn now(&self) -> Timestamp {
         SystemClock.now()
+    }
+
+    /// `CLOCK_MONOTONIC_COARSE`: monotonic across CPUs, like `CLOCK_MONOTONIC`.
+    fn is_monotonic(&self) -> bool {
+        true
+    }
+}
+
+/// Monotonic time at nanosecond resolution from the CPU's time-stamp counter, through
+/// the `quanta` crate (what `governor` and `moka` read): a `rdtsc` and a multiply,
+/// several times cheaper than [`SystemClock`]'s `clock_gettime`. Where the counter is
+/// not reliable (not invariant across cores), `quanta` falls back to the OS clock.
+/// Counts from when the clock was made; clones share the origin.
+#[derive(Clone, Debug)]
+pub struct TscClock {
+    clock: quanta::Clock,
+    origin: u64,
+}
+
+impl TscClock {
+    /// Calibrates the counter (once per process, inside `quanta`).
+    pub fn new() -> Self {
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        TscClock { clock, origin }
+    }
+
+    pub fn shared() -> SharedClock {
+        Arc::new(TscClock::new())
+    }
+}
+
+impl Default for TscClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TscClock {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        Timestamp(self.clock.delta_as_nanos(self.origin, self.clock.raw()).min(Timestamp::LATEST.0))
+    }
+
+    /// `quanta` uses the counter only when the CPU reports it invariant (constant rate,
+    /// never stopped), and invariant counters are synchronised across the CPUs of
+    /// a machine (Linux checks this before it makes the TSC its own clock source);
+    /// otherwise `quanta` reads `CLOCK_MONOTONIC`.
+    fn is_monotonic(&self) -> bool {
+        true
     }
 }
 
@@ -199,11 +264,21 @@ impl Clock for TickedTime {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::Relaxed))
     }
+
+    /// Only ever moved forward (`fetch_max`).
+    fn is_monotonic(&self) -> bool {
+        true
+    }
 }
 
 impl Clock for TickingClock {
     fn now(&self) -> Timestamp {
         self.time.now()
+    }
+
+    /// See [`TickedTime`].
+    fn is_monotonic(&self) -> bool {
+        true
     }
 }
 

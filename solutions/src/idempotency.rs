@@ -165,13 +165,15 @@ if r[1] then
     if now < untl then return {'inflight', int(untl - now)} end
   end
 end
-local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+local token = int(math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now))
 local ttl = math.floor((lease + retention) / 1000) + 1000
-redis.call('SET', KEYS[2], int(token), 'PX', ttl)
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'fp', ARGV[4], 'state', 'p', 'token', int(token), 'until', int(now + lease))
+redis.call('SET', KEYS[2], token, 'PX', ttl)
+-- A record that is gone leaves fields behind (its response): clear them. A new
+-- key has none, and skips the write (a write costs the most in a script).
+if r[1] then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'fp', ARGV[4], 'state', 'p', 'token', token, 'until', int(now + lease))
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {'execute', int(token)}
+return {'execute', token}
 "#;
 
 /// `complete` or `abandon` in one step. KEYS: the record, its fence. ARGV: now,
