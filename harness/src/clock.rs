@@ -512,6 +512,28 @@ mod tests {
         assert!(later > first, "the ticking thread never advanced the clock");
     }
 
+    /// The counter-based clock measures what the OS clock measures (its calibration
+    /// is right), never goes back, and says which clocks may step back.
+    #[test]
+    fn tsc_clock_keeps_the_os_clocks_pace() {
+        let tsc = TscClock::new();
+        let nap = Duration::from_millis(20);
+        let os_before = SystemClock.now();
+        let before = tsc.now();
+        std::thread::sleep(nap);
+        let after = tsc.now();
+        let os_after = SystemClock.now();
+        // The TSC interval lies inside the OS one and spans the whole nap: bounds that
+        // hold however long the thread waits to run again.
+        let elapsed = after.saturating_duration_since(before);
+        assert!(elapsed >= nap.mul_f64(0.99), "{elapsed:?} measured over a {nap:?} sleep");
+        let os_elapsed = os_after.saturating_duration_since(os_before);
+        assert!(elapsed <= os_elapsed.mul_f64(1.01), "{elapsed:?} inside an OS interval of {os_elapsed:?}");
+        assert!(tsc.now() >= after);
+        assert!(tsc.is_monotonic() && SystemClock.is_monotonic() && CoarseClock.is_monotonic());
+        assert!(!ManualClock::new().is_monotonic() && !WallClock.is_monotonic());
+    }
+
     #[test]
     fn system_clocks_do_not_go_backwards_and_share_an_origin() {
         let (precise, coarse) = (SystemClock, CoarseClock);

@@ -176,12 +176,11 @@ impl<K: Hash + Eq + Clone + Send + Sync> Limiter<K> {
 
     /// The limiter's time: the clock, but never earlier than any time already used.
     ///
-    /// A plain load first: a clock that has not moved past `latest` (a coarse clock,
-    /// or two threads reading one instant) then costs no write, so the shared line is
-    /// not pulled away from the other cores. A read-modify-write on every call made
-    /// `..._two_threads` slower than one thread under `perf` (the line bouncing).
-    /// Every caller holds the lock of the shards it decides on, and `latest` only
-    /// grows, so a check on a bucket sees at least the time of the last check on it.
+    /// A plain load first: a clock that has not moved past `latest` (one that stepped
+    /// back, or two threads reading one instant) then costs no write, and the shared
+    /// line stays where it is. Every caller holds the lock of the shards it decides
+    /// on, and `latest` only grows, so a check on a bucket sees at least the time of
+    /// the last check on it.
     fn now(&self) -> u64 {
         let clock = self.clock.now().as_nanos();
         if self.monotonic {
@@ -259,10 +258,11 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Limiter<K> {
 /// Cost, measured with `INFO commandstats` under `benches/redis.rs` (64 tasks): the
 /// Redis calls the contract needs (a key per bucket, written with its expiry, and the
 /// latest time) take about half of the script's time; the rest was Lua building
-/// strings: a `string.format` per number returned (10 for 3 buckets) and two
-/// `table.insert`s at the front. Numbers are now returned as they are, and the only
-/// formatting left is a written bucket's value (`%.0f`: `tostring` would print large
-/// ones in exponent form). That made the script about twice as fast (51 → ~25 µs).
+/// strings: a `string.format('%.0f')` per number returned or stored (14 for 3
+/// buckets) and two `table.insert`s at the front. Now numbers go out as they are:
+/// returned, Redis turns them into integer replies; passed to `redis.call`, Redis
+/// prints them with `%.17g`, exact integer digits for every value below 2^53 (no
+/// exponent form below 10^17). That made the script ~1.7× faster (51 → ~30 µs).
 const GCRA_SCRIPT: &str = r#"
 local n = #KEYS - 1
 local now = tonumber(ARGV[1])
@@ -287,7 +287,7 @@ if allowed == 1 and cost > 0 then
     local new_tat = out[3 * i + 1]
     -- Expire a second (REDIS_EXPIRY_MARGIN) after the bucket is full again: idle
     -- buckets cost no memory, and Redis's clock running ahead of ours costs no tokens.
-    redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+    redis.call('SET', KEYS[i], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
   end
 end
 return out
