@@ -8,7 +8,7 @@
 //! Clocks: governor reads the CPU's time-stamp counter (through `quanta`); the
 //! attempt and the reference get the same kind of clock, [`TscClock`], so the
 //! comparison is of the limiters. `reference/system_clock` shows what reading
-//! `clock_gettime` on every check costs instead (about half the reference's time).
+//! `clock_gettime` on every check costs instead (it runs at ~0.7× the throughput).
 
 use std::hint::black_box;
 use std::time::Duration;
