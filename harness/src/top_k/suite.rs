@@ -561,8 +561,8 @@ impl<'a> MemoryRun<'a> {
         if held > bound {
             let report = format!(
                 "{}: after line {} (ingest_line({:?})) the tracker holds {} on the heap; the window needs {} now and \
-                 has needed at most {}, so the bound is {} (HEAP_SLACK {} + that peak): something grows with the \
-                 whole stream.",
+                 has needed at most {}, so the bound is {} (HEAP_SLACK {} + that peak): it holds more than the \
+                 window's events need.",
                 self.label,
                 self.lines,
                 self.buf,
@@ -664,7 +664,9 @@ fn memory_follows_window(make: Factory) -> CaseResult {
 }
 
 /// The bound is fair to a tracker with one bucket per timestamp: one event per
-/// timestamp over a window of 1,000, users repeating, for 6,000 lines.
+/// timestamp over a window of 1,000, users repeating, for 6,000 lines. And it holds a
+/// tracker to its events, not its width: a window of 10,000 with an event every 2,500
+/// (a slot per timestamp of the window would hold ~10,000 slots for 4 events).
 fn memory_of_sparse_buckets(make: Factory) -> CaseResult {
     const WINDOW: u64 = 1_000;
     const LINES: u64 = 6_000;
@@ -690,8 +692,40 @@ fn memory_of_sparse_buckets(make: Factory) -> CaseResult {
         run.need_now += ring[slot];
         run.peak = run.peak.max(run.need_now);
     }
-    run.expect("users_in_window()", run.tracker.users_in_window(), WINDOW as usize)
+    run.expect("users_in_window()", run.tracker.users_in_window(), WINDOW as usize)?;
+    drop(run);
+
+    const WIDE: u64 = 10_000;
+    const GAP: u64 = 2_500;
+    const IN_WINDOW: usize = (WIDE / GAP) as usize;
+    let mut run = MemoryRun::start(make, WIDE, "TopK::new(window 10000, k 3), an event every 2,500")?;
+    run.phase = WIDTH_IS_NOT_EVENTS;
+    let mut ring = [0usize; IN_WINDOW];
+    for i in 0..40u64 {
+        // The event IN_WINDOW back sits at the window's start: it leaves as this one comes.
+        let slot = i as usize % IN_WINDOW;
+        run.need_now -= ring[slot];
+        let mut id_len = 0;
+        let result = run.feed(|buf| {
+            let _ = write!(buf, "{} ", i * GAP);
+            let from = buf.len();
+            memory_id(buf, i % 7);
+            id_len = buf.len() - from;
+            buf.push_str(" view");
+        })?;
+        if result != Ok(Ingested::Counted) {
+            return run.expect("the result", result, Ok::<_, LineError>(Ingested::Counted));
+        }
+        ring[slot] = need(id_len);
+        run.need_now += ring[slot];
+        run.peak = run.peak.max(run.need_now);
+    }
+    run.expect("users_in_window()", run.tracker.users_in_window(), IN_WINDOW)
 }
+
+const WIDTH_IS_NOT_EVENTS: &str =
+    "memory follows the events in the window, not its width: a wide window with few events \
+     needs little, so nothing may be sized by W (a slot per timestamp of the window) beyond what HEAP_SLACK covers.";
 
 // ---------------------------------------------------------------------------------
 // The suite
@@ -791,13 +825,15 @@ pub fn suite(make: Factory) -> Vec<Case> {
              its count reaches 0; keep only counters for late and malformed lines; no intern pool of every id seen.",
         ], memory_follows_window),
         case(L4, "sparse_buckets", [
-            "One event per timestamp over a wide window: the memory bound (HEAP_PER_EVENT for each event in the window, \
-             plus HEAP_PER_ID_BYTE per byte of its id) holds when every timestamp carries a single event.",
+            "One event per timestamp over a wide window, then a few events far apart in a window of 10,000: the memory \
+             bound (HEAP_PER_EVENT for each event in the window, plus HEAP_PER_ID_BYTE per byte of its id) holds when \
+             every timestamp carries a single event, and when most of the window's timestamps carry none.",
             "Fixed costs multiply: a structure whose overhead is paid per distinct timestamp pays it once per event when \
-             every timestamp is distinct.",
+             every timestamp is distinct, and one sized by the window's width (a slot per timestamp) pays for \
+             timestamps that have no event.",
             "Per-timestamp buckets fit if each one is small (a BTreeMap<u64, Vec<..>>, or a VecDeque of (timestamp, user) \
              with counts beside it); avoid a pre-sized Vec or a HashMap per timestamp, whose empty capacity alone can \
-             exceed the allowance.",
+             exceed the allowance, and a ring of W slots unless W is small enough for it to fit in HEAP_SLACK.",
         ], memory_of_sparse_buckets),
     ]
 }
