@@ -17,9 +17,10 @@
 //!
 //! `floor/locks_only`: what the API costs under one lock before any cache work: one
 //! lock + unlock per call the reference makes (a `get`, and an `insert` after each
-//! of its misses), plus hashing the key. The reference does all its work inside
-//! those locks; `lru` behind a Mutex takes one lock per access (its `get` and `put`
-//! under the same guard), which the two-call API cannot.
+//! of its misses), plus hashing the key; in both groups (on two threads, each thread
+//! over its own sequence, one lock between them). The reference does all its work
+//! inside those locks; `lru` behind a Mutex takes one lock per access (its `get` and
+//! `put` under the same guard), which the two-call API cannot.
 
 use std::hash::BuildHasher;
 use std::hint::black_box;
@@ -190,6 +191,22 @@ fn bench(c: &mut Criterion) {
     group.bench_function(BenchmarkId::from_parameter("reference"), |b| {
         let cache = solutions::ttl_lru::TtlLru::<u64, u64>::new(CAPACITY, cache_clock());
         b.iter(|| black_box(on_two_threads(|seq| read_through(&cache, seq), &pair)))
+    });
+    // Each thread misses where its sequence misses alone: the shared cache's misses
+    // differ a little, the lock count hardly.
+    let pair_misses = [reference_misses(&pair[0], cache_clock()), reference_misses(&pair[1], cache_clock())];
+    group.bench_function(BenchmarkId::from_parameter("floor/locks_only"), |b| {
+        let lock = parking_lot::Mutex::new(0);
+        b.iter(|| {
+            black_box(std::thread::scope(|s| {
+                let threads: Vec<_> = pair
+                    .iter()
+                    .zip(&pair_misses)
+                    .map(|(seq, misses)| s.spawn(|| locks_only(&lock, seq, misses)))
+                    .collect();
+                threads.into_iter().map(|t| t.join().expect("bench thread")).sum::<usize>()
+            }))
+        })
     });
     #[cfg(feature = "peers")]
     {
