@@ -253,6 +253,7 @@ fn mutants() -> Vec<Mutant> {
         top_k_attempt!(BucketHeap, HEAP_TIES_REVERSED, "top_k::l1_window::in_order_sequences"),
         top_k_attempt!(BucketHeap, ZERO_COUNTS_KEPT, "top_k::l4_memory::memory_follows_window"),
         top_k_attempt!(BucketHeap, I64_TIMESTAMPS, "top_k::l1_window::edges"),
+        top_k_attempt!(BucketHeap, RING_OF_THE_WINDOW, "top_k::l4_memory::sparse_buckets"),
         top_k_attempt!(Interned, NEVER_RELEASES_IDS, "top_k::l4_memory::memory_follows_window"),
         top_k_attempt!(LazyPrune, SPLIT_OFF_KEEPS_HEAD, "top_k::l2_out_of_order::long_streams"),
         top_k_attempt!(PerUser, PRUNED_ON_TOUCH, "top_k::l4_memory::memory_follows_window"),

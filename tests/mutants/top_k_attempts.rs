@@ -192,6 +192,10 @@ pub const HEAP_TIES_REVERSED: u8 = 2;
 pub const ZERO_COUNTS_KEPT: u8 = 3;
 /// Timestamps kept as `i64` ("they fit"): those above i64::MAX wrap negative.
 pub const I64_TIMESTAMPS: u8 = 4;
+/// Also keeps events per timestamp in a ring of (timestamp, events) slots, one per
+/// timestamp of the window (capped at 2^16 so that a huge window still starts),
+/// allocated up front: a wide window with few events holds far more than they need.
+pub const RING_OF_THE_WINDOW: u8 = 5;
 
 pub struct BucketHeap<const BUG: u8> {
     config: TopKConfig,
@@ -201,6 +205,8 @@ pub struct BucketHeap<const BUG: u8> {
     late: u64,
     buckets: BTreeMap<i128, HashMap<String, u64>>,
     counts: HashMap<String, u64>,
+    /// RING_OF_THE_WINDOW only: (timestamp, events) at `timestamp % len`.
+    per_tick: Vec<(u64, u64)>,
 }
 
 impl<const BUG: u8> BucketHeap<BUG> {
@@ -219,7 +225,16 @@ impl<const BUG: u8> BucketHeap<BUG> {
 
 impl<const BUG: u8> SlidingTopK for BucketHeap<BUG> {
     fn new(config: TopKConfig) -> Self {
-        BucketHeap { config, lines: 0, time: None, late: 0, buckets: BTreeMap::new(), counts: HashMap::new() }
+        let ticks = if BUG == RING_OF_THE_WINDOW { config.window().min(1 << 16) as usize } else { 0 };
+        BucketHeap {
+            config,
+            lines: 0,
+            time: None,
+            late: 0,
+            buckets: BTreeMap::new(),
+            counts: HashMap::new(),
+            per_tick: vec![(0, 0); ticks],
+        }
     }
 
     fn ingest_line(&mut self, line: &str) -> Result<Ingested, LineError> {
@@ -233,6 +248,11 @@ impl<const BUG: u8> SlidingTopK for BucketHeap<BUG> {
         self.time = Some(self.time.map_or(ts, |t| t.max(ts)));
         *self.buckets.entry(ts).or_default().entry(event.user.to_string()).or_insert(0) += 1;
         *self.counts.entry(event.user.to_string()).or_insert(0) += 1;
+        if !self.per_tick.is_empty() {
+            let len = self.per_tick.len() as u64;
+            let tick = &mut self.per_tick[(event.timestamp % len) as usize];
+            *tick = if tick.0 == event.timestamp { (tick.0, tick.1 + 1) } else { (event.timestamp, 1) };
+        }
         let start = self.start().expect("time is set");
         while let Some(entry) = self.buckets.first_entry() {
             if *entry.key() > start {
