@@ -673,24 +673,8 @@ fn memory_of_sparse_buckets(make: Factory) -> CaseResult {
     let mut run = MemoryRun::start(make, WINDOW, "TopK::new(window 1000, k 3), one event per timestamp")?;
     let mut ring = [0usize; WINDOW as usize];
     for ts in 0..LINES {
-        let slot = (ts % WINDOW) as usize;
-        run.need_now -= ring[slot];
         // Users repeat: 1,500 names over a window of 1,000 events.
-        let n = (ts * 7) % 1_500;
-        let mut id_len = 0;
-        let result = run.feed(|buf| {
-            let _ = write!(buf, "{ts} ");
-            let from = buf.len();
-            memory_id(buf, n);
-            id_len = buf.len() - from;
-            buf.push_str(" view");
-        })?;
-        if result != Ok(Ingested::Counted) {
-            return run.expect("the result", result, Ok::<_, LineError>(Ingested::Counted));
-        }
-        ring[slot] = need(id_len);
-        run.need_now += ring[slot];
-        run.peak = run.peak.max(run.need_now);
+        feed_in_ring(&mut run, &mut ring, ts, ts, (ts * 7) % 1_500)?;
     }
     run.expect("users_in_window()", run.tracker.users_in_window(), WINDOW as usize)?;
     drop(run);
@@ -702,25 +686,32 @@ fn memory_of_sparse_buckets(make: Factory) -> CaseResult {
     run.phase = WIDTH_IS_NOT_EVENTS;
     let mut ring = [0usize; IN_WINDOW];
     for i in 0..40u64 {
-        // The event IN_WINDOW back sits at the window's start: it leaves as this one comes.
-        let slot = i as usize % IN_WINDOW;
-        run.need_now -= ring[slot];
-        let mut id_len = 0;
-        let result = run.feed(|buf| {
-            let _ = write!(buf, "{} ", i * GAP);
-            let from = buf.len();
-            memory_id(buf, i % 7);
-            id_len = buf.len() - from;
-            buf.push_str(" view");
-        })?;
-        if result != Ok(Ingested::Counted) {
-            return run.expect("the result", result, Ok::<_, LineError>(Ingested::Counted));
-        }
-        ring[slot] = need(id_len);
-        run.need_now += ring[slot];
-        run.peak = run.peak.max(run.need_now);
+        feed_in_ring(&mut run, &mut ring, i, i * GAP, i % 7)?;
     }
     run.expect("users_in_window()", run.tracker.users_in_window(), IN_WINDOW)
+}
+
+/// Feeds event `i` of a stream whose window holds its last `ring.len()` events (the
+/// one `ring.len()` back leaves as this one comes): `{timestamp} <memory_id(n)> view`,
+/// which must be counted. `ring` keeps what each event in the window needs, by slot.
+fn feed_in_ring(run: &mut MemoryRun<'_>, ring: &mut [usize], i: u64, timestamp: u64, n: u64) -> CaseResult {
+    let slot = (i % ring.len() as u64) as usize;
+    run.need_now -= ring[slot];
+    let mut id_len = 0;
+    let result = run.feed(|buf| {
+        let _ = write!(buf, "{timestamp} ");
+        let from = buf.len();
+        memory_id(buf, n);
+        id_len = buf.len() - from;
+        buf.push_str(" view");
+    })?;
+    if result != Ok(Ingested::Counted) {
+        return run.expect("the result", result, Ok::<_, LineError>(Ingested::Counted));
+    }
+    ring[slot] = need(id_len);
+    run.need_now += ring[slot];
+    run.peak = run.peak.max(run.need_now);
+    Ok(())
 }
 
 const WIDTH_IS_NOT_EVENTS: &str =
