@@ -8,7 +8,9 @@
 //! * Events are kept per timestamp ([`Buckets`]): in a ring indexed by timestamp
 //!   when the window is narrow (the classic "hits in the last 5 minutes" circular
 //!   buffer), otherwise in a hash map with a min-heap of its timestamps. Either way
-//!   the window slides by emptying the oldest buckets, whatever order events came in.
+//!   the window slides by emptying the oldest buckets, whatever order events came in
+//!   (a ring checks one slot per timestamp the window passes, never more than its
+//!   1,024 slots in one slide).
 //! * [`Ranking`] keeps the ids in one array sorted by count, highest first, where
 //!   users with the same count sit side by side in no particular order (a "group").
 //!   A count moving by one moves its user to the edge of its group, which is the
@@ -22,7 +24,7 @@
 //! comparing strings in the ranking and hashing `Arc<str>` keys three times per
 //! event: ~0.7-0.9M lines/s. Integer ids and the group array: ~5-7M. Then, each
 //! step measured side by side with the one before on a copy of the bench (this VM's
-//! speed drifts by ±15% between runs, so only same-run ratios count):
+//! speed drifts by up to ±20% between runs, so only same-run ratios count):
 //! * the ring instead of hash map + heap for a 300-wide window, and 32-bit ids (half
 //!   the bytes in the ranking's arrays, which it reads at random): +11%;
 //! * names stored inline (`SmolStr`: no allocation per user, and the name compared
@@ -37,8 +39,8 @@
 //!   (`to_string` goes through `Display` and grows the string as it writes): +11%
 //!   on this bench, +20% when reading the top after every line.
 //!
-//! ~6.5M → ~10.5-11M lines/s in `cargo bench`, where the `floor` (parse + one
-//! lookup per line) runs at ~15-18M. Where the time goes now: `parse_line` about a
+//! ~6.5M → 11.0-11.4M lines/s in `cargo bench` (3 runs; README), where the `floor`
+//! (parse + one lookup per line) ran at 17.0-17.6M. Where the time goes now: `parse_line` about a
 //! quarter (20k lines do not fit in cache: each is read from memory), the name
 //! lookup about a third (hash, then the record's cache miss and the name compare),
 //! users leaving (decrement, release) an eighth, `increment` and `top()` a tenth
