@@ -577,6 +577,26 @@ impl<'a> MemoryRun<'a> {
         Ok(result)
     }
 
+    /// Feeds `{timestamp} <memory_id(n)> view`, which must be counted, and adds what it
+    /// needs to the window's need (and peak); returns that need.
+    fn feed_counted(&mut self, timestamp: u64, n: u64) -> Result<usize, CaseError> {
+        let mut id_len = 0;
+        let result = self.feed(|buf| {
+            let _ = write!(buf, "{timestamp} ");
+            let from = buf.len();
+            memory_id(buf, n);
+            id_len = buf.len() - from;
+            buf.push_str(" view");
+        })?;
+        if result != Ok(Ingested::Counted) {
+            self.expect("the result", result, Ok::<_, LineError>(Ingested::Counted))?;
+        }
+        let needed = need(id_len);
+        self.need_now += needed;
+        self.peak = self.peak.max(self.need_now);
+        Ok(needed)
+    }
+
     fn expect(&self, what: &str, actual: impl fmt::Debug, expected: impl fmt::Debug) -> CaseResult {
         let (a, e) = (format!("{actual:?}"), format!("{expected:?}"));
         if a == e {
@@ -608,21 +628,7 @@ fn memory_follows_window(make: Factory) -> CaseResult {
         run.need_now -= tick_need[slot];
         tick_need[slot] = 0;
         for i in 0..PER_TICK {
-            let n = ts * PER_TICK + i;
-            let mut id_len = 0;
-            let result = run.feed(|buf| {
-                let _ = write!(buf, "{ts} ");
-                let from = buf.len();
-                memory_id(buf, n);
-                id_len = buf.len() - from;
-                buf.push_str(" view");
-            })?;
-            if result != Ok(Ingested::Counted) {
-                return run.expect("the result", result, Ok::<_, LineError>(Ingested::Counted));
-            }
-            tick_need[slot] += need(id_len);
-            run.need_now += need(id_len);
-            run.peak = run.peak.max(run.need_now);
+            tick_need[slot] += run.feed_counted(ts, ts * PER_TICK + i)?;
         }
     }
     let in_window = (WINDOW * PER_TICK) as usize;
@@ -691,26 +697,13 @@ fn memory_of_sparse_buckets(make: Factory) -> CaseResult {
     run.expect("users_in_window()", run.tracker.users_in_window(), IN_WINDOW)
 }
 
-/// Feeds event `i` of a stream whose window holds its last `ring.len()` events (the
-/// one `ring.len()` back leaves as this one comes): `{timestamp} <memory_id(n)> view`,
-/// which must be counted. `ring` keeps what each event in the window needs, by slot.
+/// Feeds event `i` (see [`MemoryRun::feed_counted`]) of a stream whose window holds
+/// its last `ring.len()` events: the one `ring.len()` back leaves as this one comes.
+/// `ring` keeps what each event in the window needs, by slot.
 fn feed_in_ring(run: &mut MemoryRun<'_>, ring: &mut [usize], i: u64, timestamp: u64, n: u64) -> CaseResult {
     let slot = (i % ring.len() as u64) as usize;
     run.need_now -= ring[slot];
-    let mut id_len = 0;
-    let result = run.feed(|buf| {
-        let _ = write!(buf, "{timestamp} ");
-        let from = buf.len();
-        memory_id(buf, n);
-        id_len = buf.len() - from;
-        buf.push_str(" view");
-    })?;
-    if result != Ok(Ingested::Counted) {
-        return run.expect("the result", result, Ok::<_, LineError>(Ingested::Counted));
-    }
-    ring[slot] = need(id_len);
-    run.need_now += ring[slot];
-    run.peak = run.peak.max(run.need_now);
+    ring[slot] = run.feed_counted(timestamp, n)?;
     Ok(())
 }
 
