@@ -14,7 +14,7 @@ use super::suite::EXERCISE;
 use super::{ErasedRedisStore, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch, Timestamp};
 use crate::rate_limit::CLUSTER_RECOVERY;
-use crate::redis_cluster::{explain_crossslot, RedisCluster};
+use crate::redis_cluster::{explain_crossslot, node_command, RedisCluster};
 use crate::redis_server::{fresh_namespace, runtime, RedisTarget, CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
@@ -22,6 +22,15 @@ pub const L6: Level = Level { number: 6, name: "cluster" };
 
 /// Longest a call may take before it counts as hung (ten times the outage timeout).
 const HUNG: Duration = Duration::from_secs(5);
+
+/// Leases `failover_fencing` has its failover lose (begun with Execute on the killed
+/// master after its replica was cut off): the fence is tested on each.
+const LOST_LEASES: usize = 3;
+
+/// How long `failover_fencing` keeps beginning new keys to get [`LOST_LEASES`]: each
+/// begin has [`CALL_TIMEOUT`], so only a store that never begins on that master
+/// without a replica runs out of it.
+const CUT_LIMIT: Duration = Duration::from_secs(60);
 
 fn key(i: usize) -> String {
     match i % 4 {
@@ -36,6 +45,9 @@ fn body(who: &str, i: usize) -> Response {
     Response { status: 201, body: format!("{who}-{i}").into_bytes() }
 }
 
+/// The lease the cases' stores are configured with.
+const LEASE: Duration = Duration::from_secs(30);
+
 fn connect(
     rt: &tokio::runtime::Runtime,
     make: RedisFactory,
@@ -43,7 +55,7 @@ fn connect(
     timeout: Duration,
     clock: &ManualClock,
 ) -> Result<(Arc<dyn ErasedRedisStore>, String), CaseError> {
-    let records = IdempotencyConfig::new(Duration::from_secs(30), Duration::from_secs(600)).expect("nonzero");
+    let records = IdempotencyConfig::new(LEASE, Duration::from_secs(600)).expect("nonzero");
     let config = RedisStoreConfig { namespace: fresh_namespace("cluster"), timeout, records };
     let namespace = config.namespace.clone();
     let store = rt
@@ -109,10 +121,8 @@ fn spread_over_masters(make: RedisFactory) -> CaseResult {
     )
 }
 
-/// `complete`, retried while it answers Unavailable ("stored or not, unknown": no
-/// replica acknowledged in time, which a busy machine can cause): a retried complete
-/// tells, as the contract says, and its AlreadyCompleted means this token's response
-/// is stored.
+/// `complete`, retried while it answers Unavailable: a retried complete tells, as the
+/// contract says, and its AlreadyCompleted means this token's response is stored.
 fn settled(
     rt: &tokio::runtime::Runtime,
     store: &Arc<dyn ErasedRedisStore>,
@@ -120,18 +130,25 @@ fn settled(
     token: u64,
     response: Response,
 ) -> Result<(), SettleError> {
-    let mut done = rt.block_on(store.complete("pay", k, token, response.clone()));
-    for _ in 0..20 {
-        match done {
-            Err(SettleError::Unavailable(_)) => {
-                std::thread::sleep(Duration::from_millis(100));
-                done = rt.block_on(store.complete("pay", k, token, response.clone()));
-            }
-            Err(SettleError::Lease(LeaseError::AlreadyCompleted)) => return Ok(()),
-            other => return other,
-        }
+    match answered(|| rt.block_on(store.complete("pay", k, token, response.clone()))) {
+        Err(SettleError::Lease(LeaseError::AlreadyCompleted)) => Ok(()),
+        other => other,
     }
-    done
+}
+
+/// A call whose answer must not change when repeated (a complete, a replay),
+/// repeated while it answers Unavailable ("stored or not, unknown": no replica
+/// acknowledged in time, or a busy machine made the call time out).
+fn answered<T>(mut call: impl FnMut() -> Result<T, SettleError>) -> Result<T, SettleError> {
+    let mut answer = call();
+    for _ in 0..20 {
+        if !matches!(answer, Err(SettleError::Unavailable(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        answer = call();
+    }
+    answer
 }
 
 /// What one record went through before the failover.
@@ -155,7 +172,7 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
     let (store, _) = connect(&rt, make, &cluster, CALL_TIMEOUT, &clock)?;
     let n = 90;
     // 0..30: completed before the cut; 30..60: begun before, completed after it;
-    // 60..90: begun after it (leases the failover may lose).
+    // 60..: begun after it (leases the failover may lose), at least up to 90.
     let mut before: Vec<Before> = Vec::new();
     for i in 0..60 {
         match rt.block_on(store.begin("pay", &key(i), Fingerprint(7))) {
@@ -172,21 +189,45 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
         *state = Before::Completed;
     }
     let victim = cluster.masters()?[0].port;
+    let victim_keys = || {
+        node_command::<u64>(victim, &redis::cmd("DBSIZE"))
+            .map_err(|e| CaseError::failed(format!("the grader's Redis Cluster: DBSIZE on {victim}: {e}")))
+    };
     let replica = cluster.sever_replica(victim)?;
-    // Begins first (a begin does not wait for replicas: acknowledged at once, then
-    // lost with the master), then completes (each waits for a replica it cannot get).
-    let cut = rt.block_on(async {
-        let mut begins = Vec::new();
-        for i in 60..n {
-            let store = Arc::clone(&store);
-            begins.push(tokio::spawn(async move {
-                tokio::time::timeout(HUNG, store.begin("pay", &key(i), Fingerprint(7))).await
-            }));
+    // Begins one at a time, each between two counts of the victim's keys (a begin
+    // does not wait for replicas: acknowledged at once, then lost with the master).
+    // Fencing is only put to the test by a lease the failover loses, so new keys are
+    // begun until LOST_LEASES of them answered Execute and wrote on the victim. (30
+    // keys begun at once, whatever they answered, once let a store with no fence
+    // pass: none of them was such a lease.)
+    let (mut lost_leases, cut) = (0, Stopwatch::start());
+    while before.len() < n || lost_leases < LOST_LEASES {
+        let i = before.len();
+        if cut.elapsed() > CUT_LIMIT {
+            return Err(CaseError::failed(format!(
+                "with master {victim}'s replica cut off for {CUT_LIMIT:?}, {} begins on new keys gave {lost_leases} \
+                 Execute on that master: begin must not wait for replicas",
+                i - 60
+            )));
         }
-        let mut out = (Vec::new(), Vec::new());
-        for b in begins {
-            out.1.push(b.await);
+        let keys_before = victim_keys()?;
+        match rt.block_on(async { tokio::time::timeout(HUNG, store.begin("pay", &key(i), Fingerprint(7))).await }) {
+            Ok(Ok(Begin::Execute(lease))) => {
+                before.push(Before::Running(lease.token));
+                lost_leases += usize::from(victim_keys()? > keys_before);
+            }
+            Ok(Err(StoreUnavailable(_))) => before.push(Before::Unknown),
+            other => {
+                return Err(CaseError::failed(format!(
+                    "with one replica cut off, begin on new key {:?} returned {other:?}",
+                    key(i)
+                )))
+            }
         }
+    }
+    // Then completes of keys begun before the cut, at once (each waits for a replica
+    // it cannot get).
+    let completes = rt.block_on(async {
         let mut completes = Vec::new();
         for (i, state) in before.iter().enumerate().take(60).skip(30) {
             let Before::Running(token) = *state else { unreachable!() };
@@ -195,15 +236,16 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
                 tokio::time::timeout(HUNG, store.complete("pay", &key(i), token, body("A", i))).await
             }));
         }
+        let mut out = Vec::new();
         for c in completes {
-            out.0.push(c.await);
+            out.push(c.await);
         }
         out
     });
     // The master dies before its replica runs again: what only it had is lost.
     cluster.kill(victim)?;
     cluster.resume(replica)?;
-    for (offset, answer) in cut.0.into_iter().enumerate() {
+    for (offset, answer) in completes.into_iter().enumerate() {
         let i = 30 + offset;
         before[i] = match answer {
             Ok(Ok(Ok(()))) => Before::Completed,
@@ -217,18 +259,6 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
             }
         };
     }
-    for (offset, answer) in cut.1.into_iter().enumerate() {
-        match answer {
-            Ok(Ok(Ok(Begin::Execute(lease)))) => before.push(Before::Running(lease.token)),
-            Ok(Ok(Err(StoreUnavailable(_)))) => before.push(Before::Unknown),
-            other => {
-                return Err(CaseError::failed(format!(
-                    "with one replica cut off, begin on new key {:?} returned {other:?}",
-                    key(60 + offset)
-                )))
-            }
-        }
-    }
     cluster.wait_promoted(replica)?;
     let promoted = Stopwatch::start();
     // The dead node comes back as the new master's replica (a master without one
@@ -238,16 +268,27 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
     clock.advance(Duration::from_secs(61));
     for (i, state) in before.iter().enumerate() {
         let k = key(i);
+        // Whether an attempt below went unanswered (Unavailable or hung): it may still
+        // have begun an executor whose token never reached us.
+        let mut unanswered = false;
         let retry = loop {
             match rt.block_on(async { tokio::time::timeout(HUNG, store.begin("pay", &k, Fingerprint(7))).await }) {
+                // That unknown executor holds the lease: move the clock past it, as a
+                // client retrying later would.
+                Ok(Ok(Begin::InFlight { .. })) if unanswered => clock.advance(LEASE + Duration::from_secs(1)),
                 Ok(Ok(begun)) => break begun,
                 other if promoted.elapsed() > CLUSTER_RECOVERY + Duration::from_secs(60) => {
                     return Err(CaseError::failed(format!(
-                        "the dead master's replica was promoted {CLUSTER_RECOVERY:?} ago (the cluster says ok), but \
-                         begin(\"pay\", {k:?}) still returns {other:?}: the client must learn the new topology"
+                        "the dead master's replica was promoted {:?} ago (the cluster says ok), but begin(\"pay\", \
+                         {k:?}) still returns {other:?}: the client must learn the new topology within \
+                         {CLUSTER_RECOVERY:?}",
+                        promoted.elapsed()
                     )))
                 }
-                _ => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    unanswered = true;
+                    std::thread::sleep(Duration::from_millis(50))
+                }
             }
         };
         let executed = match (state, retry) {
@@ -269,7 +310,7 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
             }
         };
         if let Before::Running(old) = *state {
-            let late = rt.block_on(store.complete("pay", &k, old, body("A", i)));
+            let late = answered(|| rt.block_on(store.complete("pay", &k, old, body("A", i))));
             if !matches!(late, Err(SettleError::Lease(LeaseError::NoSuchRecord | LeaseError::StaleToken))) {
                 return Err(CaseError::failed(format!(
                     "(\"pay\", {k:?}): executor A began (token {old}), its master failed over, and a retry began executor \
@@ -280,7 +321,7 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
             }
         }
         let done = settled(&rt, &store, &k, executed, body("B", i));
-        let replay = rt.block_on(store.begin("pay", &k, Fingerprint(7)));
+        let replay = answered(|| rt.block_on(store.begin("pay", &k, Fingerprint(7))).map_err(SettleError::Unavailable));
         if done.is_err() || !matches!(&replay, Ok(Begin::Replay(r)) if *r == body("B", i)) {
             return Err(CaseError::failed(format!(
                 "after the failover, executor B of (\"pay\", {k:?}) completed: {done:?}, then a retry returned \
