@@ -21,6 +21,8 @@
 //! over its own sequence, one lock between them). The reference does all its work
 //! inside those locks; `lru` behind a Mutex takes one lock per access (its `get` and
 //! `put` under the same guard), which the two-call API cannot.
+//! `floor/locks_clock_lookup` adds, inside each of those locks, the least any call of
+//! a TTL cache does: a clock read and one lookup in a table of `CAPACITY` keys.
 
 use std::hash::BuildHasher;
 use std::hint::black_box;
@@ -112,6 +114,43 @@ fn locks_only(lock: &parking_lot::Mutex<u64>, accesses: &[u64], misses: &[bool])
     hits
 }
 
+/// A table of the hot keys (as many as the cache holds), for `floor/locks_clock_lookup`.
+fn hot_key_table() -> parking_lot::Mutex<hashbrown::HashTable<u64>> {
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let mut table = hashbrown::HashTable::with_capacity(CAPACITY);
+    for key in 0..HOT_KEYS {
+        table.insert_unique(hasher.hash_one(key), key, |&k| hasher.hash_one(k));
+    }
+    parking_lot::Mutex::new(table)
+}
+
+/// The floor of any cache taking a lock per call: the locks of `locks_only`, and
+/// inside each what every call of a TTL cache does at least: read the clock and look
+/// the key up in a table as large as the cache (the hot keys; the key hashed before
+/// the lock). No recency, no expiry check, no insert, no eviction.
+fn locks_clock_lookup(
+    table: &parking_lot::Mutex<hashbrown::HashTable<u64>>,
+    clock: &SharedClock,
+    accesses: &[u64],
+    misses: &[bool],
+) -> usize {
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let call = |hash: u64, key: u64| {
+        let table = table.lock();
+        let now = clock.now();
+        usize::from(table.find(hash, |&k| k == key).is_some()) ^ (now.as_nanos() & 1) as usize
+    };
+    let mut found = 0;
+    for (&key, &miss) in accesses.iter().zip(misses) {
+        let hash = hasher.hash_one(key);
+        found += call(hash, key);
+        if miss {
+            found += call(hash, key);
+        }
+    }
+    found
+}
+
 /// Runs the whole access sequence once; returns the hits so nothing is optimised away.
 fn read_through<C: TtlLruCache<u64, u64>>(cache: &C, accesses: &[u64]) -> usize {
     let mut hits = 0;
@@ -167,6 +206,10 @@ fn bench(c: &mut Criterion) {
         let lock = parking_lot::Mutex::new(0);
         b.iter(|| black_box(locks_only(&lock, &accesses, &misses)))
     });
+    group.bench_function(BenchmarkId::from_parameter("floor/locks_clock_lookup"), |b| {
+        let (table, clock) = (hot_key_table(), cache_clock());
+        b.iter(|| black_box(locks_clock_lookup(&table, &clock, &accesses, &misses)))
+    });
     #[cfg(feature = "peers")]
     {
         group.bench_function(BenchmarkId::from_parameter("lru+Mutex"), |b| {
@@ -203,6 +246,19 @@ fn bench(c: &mut Criterion) {
                     .iter()
                     .zip(&pair_misses)
                     .map(|(seq, misses)| s.spawn(|| locks_only(&lock, seq, misses)))
+                    .collect();
+                threads.into_iter().map(|t| t.join().expect("bench thread")).sum::<usize>()
+            }))
+        })
+    });
+    group.bench_function(BenchmarkId::from_parameter("floor/locks_clock_lookup"), |b| {
+        let (table, clock) = (hot_key_table(), cache_clock());
+        b.iter(|| {
+            black_box(std::thread::scope(|s| {
+                let threads: Vec<_> = pair
+                    .iter()
+                    .zip(&pair_misses)
+                    .map(|(seq, misses)| s.spawn(|| locks_clock_lookup(&table, &clock, seq, misses)))
                     .collect();
                 threads.into_iter().map(|t| t.join().expect("bench thread")).sum::<usize>()
             }))
