@@ -68,6 +68,9 @@ pub const SPAWNS_SLEEP: u8 = 24;
 pub const SHIFT_WRAPS_AT_128: u8 = 25;
 /// `min(cap, base·2ⁿ) as u64` without `MAX_DELAY`: a cap past 584 years is cut to its low 64 bits.
 pub const MAX_DELAY_FORGOTTEN: u8 = 26;
+/// `1u128.checked_shl(n).map_or(u128::MAX, |f| base * f)`: once 2ⁿ overflows (n ≥ 128)
+/// the ceiling jumps to the cap, even for base 0, whose every ceiling is 0.
+pub const BASE_ZERO_OVERFLOWS_TO_CAP: u8 = 27;
 
 /// The state a retrier shares between calls (its `Arc` clones outlive `run` when spawned).
 struct Shared {
@@ -93,6 +96,7 @@ impl Shared {
             },
             POW_OVERFLOWS => self.policy.base.saturating_mul(2u32.pow(n)).as_nanos(),
             SHIFT_WRAPS_AT_128 => base.saturating_mul(1u128.wrapping_shl(n)),
+            BASE_ZERO_OVERFLOWS_TO_CAP => 1u128.checked_shl(n).map_or(u128::MAX, |factor| base.saturating_mul(factor)),
             _ => match 1u128.checked_shl(n) {
                 Some(factor) => base.saturating_mul(factor),
                 None if base == 0 => 0,
@@ -295,6 +299,7 @@ pub fn mutants() -> Vec<crate::Mutant> {
         mutant!(SPAWNS_SLEEP, "l4_many_callers::cancellation"),
         mutant!(SHIFT_WRAPS_AT_128, "l1_backoff_schedule::long_schedules"),
         mutant!(MAX_DELAY_FORGOTTEN, "l1_backoff_schedule::long_schedules"),
+        mutant!(BASE_ZERO_OVERFLOWS_TO_CAP, "l1_backoff_schedule::long_schedules"),
         attempt!(Stepper, DECORRELATED_JITTER, "l1_backoff_schedule::short_scripts"),
         attempt!(Stepper, DOUBLES_PAST_CAP, "l1_backoff_schedule::long_schedules"),
         attempt!(Stepper, DRAW_BEFORE_COUNT, "l2_faults_and_budgets::consecutive_calls"),

@@ -262,6 +262,9 @@ fn long_schedules() -> Vec<(Config, Vec<Op>)> {
         // largest base and cap there are (ceilings of MAX_DELAY, sleeps of 584 years).
         (config(policy(Duration::from_nanos(1), Duration::MAX, 140, NO_BUDGET), extreme_draws()), transient(140)),
         (config(policy(Duration::MAX, Duration::MAX, 6, NO_BUDGET), Draws::Seeded(11)), transient(6)),
+        // Base 0 past 2¹²⁸ doublings: 0·2ⁿ is 0 for every n, so no retry ever sleeps,
+        // whatever the cap (an overflowed 2ⁿ is no reason to jump to the cap).
+        (config(policy(Duration::ZERO, Duration::from_secs(1), 140, NO_BUDGET), extreme_draws()), transient(140)),
     ]
 }
 
@@ -834,12 +837,13 @@ pub fn suite(make: Factory) -> Vec<Case> {
             |make| exhaustive_scripts(make, &l1_configs(), &l1_letters(), 6)),
         case(L1, "long_schedules", Hints::new(
             "Long runs of failures: up to 140 retries, so base·2ⁿ passes 2^64 ns (and 2ⁿ passes 2^128) long before the \
-             end, and base and cap may be Duration::MAX; the ceiling stays at min(cap, MAX_DELAY) and nothing overflows \
-             or panics. max_attempts may be u32::MAX.",
+             end, and base and cap may be Duration::MAX; the ceiling stays at min(cap, MAX_DELAY) (0 with base 0, for \
+             every n) and nothing overflows or panics. max_attempts may be u32::MAX.",
             "Exponential growth overflows any fixed-width integer after a few dozen doublings: 2ⁿ itself, base·2ⁿ, or a \
              shift that silently drops high bits. Saturate before the multiplication can overflow.",
             "Compute in u128 with checked/saturating operations (1u128.checked_shl(n), saturating_mul), or stop doubling \
-             once the cap is reached; then take min with the cap."),
+             once the cap is reached; then take min with the cap. When 2ⁿ itself overflows, base·2ⁿ is still 0 for a \
+             base of 0."),
             |make| long_schedules().iter().try_for_each(|(c, ops)| replay_on(make, c, ops))),
         case(L1, "random_scripts", Hints::new(
             "Random policies (nanosecond to second bases, caps up to 4096× the base) and random scripts of transient \
