@@ -53,6 +53,13 @@ pub const LOG_ENTRY_PER_UNIT: u8 = 16;
 /// The sweep keeps only keys with requests in now's window: the counter's previous
 /// window and the log's last W are forgotten.
 pub const SWEEP_CURRENT_WINDOW_ONLY: u8 = 17;
+/// The log pops what no longer counts but never shrinks its buffer: after a burst it
+/// keeps the burst's capacity.
+pub const LOG_NEVER_SHRINKS: u8 = 18;
+/// The sweep keeps a key only if it spent in now's window or the one before: a key
+/// rolled into now's window by a check that spent nothing (its previous window still
+/// weighing, nothing spent yet in this one) is swept, and its previous window forgotten.
+pub const SWEEP_FORGETS_ROLLED: u8 = 19;
 
 struct Entry {
     window: u64,
@@ -86,6 +93,9 @@ impl Entry {
             } else {
                 self.log.pop_front();
             }
+        }
+        if BUG != LOG_NEVER_SHRINKS && self.log.capacity() > 16 && self.log.len() * 4 < self.log.capacity() {
+            self.log.shrink_to(self.log.len() * 2);
         }
     }
 
@@ -131,6 +141,10 @@ impl Entry {
         let start = now - now % self.window;
         if BUG == SWEEP_CURRENT_WINDOW_ONLY {
             return self.start == start && self.cur > 0;
+        }
+        if BUG == SWEEP_FORGETS_ROLLED {
+            let spent = (self.start == start || self.start + self.window == start) && self.cur > 0;
+            return spent || self.log.back().is_some_and(|&(t, _)| t + self.window > now);
         }
         let counts = (self.start == start && (self.prev > 0 || self.cur > 0))
             || (self.start + self.window == start && self.cur > 0);
@@ -419,6 +433,8 @@ pub fn mutants() -> Vec<crate::Mutant> {
         window_mutant!(LOG_NEVER_PRUNES, "window_limit::l4_memory::log_is_pruned"),
         window_mutant!(LOG_ENTRY_PER_UNIT, "window_limit::l4_memory::one_entry_per_request"),
         window_mutant!(SWEEP_CURRENT_WINDOW_ONLY, "window_limit::l4_memory::sweep_keeps_live_keys"),
+        window_mutant!(LOG_NEVER_SHRINKS, "window_limit::l4_memory::log_gives_memory_back"),
+        window_mutant!(SWEEP_FORGETS_ROLLED, "window_limit::l4_memory::sweep_keeps_live_keys"),
         window_redis_mutant!(TWO_ROUND_TRIPS, "window_limit::l5_redis::round_trips_and_keys"),
         window_redis_mutant!(NO_PEXPIRE, "window_limit::l5_redis::sequences"),
         window_redis_mutant!(SAME_MEMBER, "window_limit::l5_redis::sequences"),

@@ -44,6 +44,10 @@ impl Log {
         while self.entries.front().is_some_and(|&(t, _)| t + 2 * self.window <= now) {
             self.entries.pop_front();
         }
+        // A buffer keeps its capacity when popped: give a burst's memory back.
+        if self.entries.capacity() > 16 && self.entries.len() * 4 < self.entries.capacity() {
+            self.entries.shrink_to(self.entries.len() * 2);
+        }
     }
 }
 

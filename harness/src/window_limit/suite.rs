@@ -20,7 +20,8 @@ use crate::heap::{show_bytes, HeapMeter};
 use crate::linearizability::{check_histories, set_forced_yields, HistoryBudget, Key, SplitMix};
 use crate::sequential::{exhaustive, random, replay, Budget};
 use crate::suite::{
-    guarded, Case, CaseError, CaseResult, Hints, Level, Panic, QUICK_DEADLINE as QUICK, THREADED_DEADLINE as THREADED,
+    guarded, with_hint, Case, CaseError, CaseResult, Hints, Level, Panic, QUICK_DEADLINE as QUICK,
+    THREADED_DEADLINE as THREADED,
 };
 
 pub(super) const ALGORITHMS: [Algorithm; 3] =
@@ -484,6 +485,51 @@ fn log_is_pruned(make: Factory) -> CaseResult {
     Ok(())
 }
 
+/// A burst of 30,000 requests on one key's log, then a request every 250ms: once the
+/// burst is 2·W old, the log's buffer must have given its memory back (the contract
+/// lets it hold at most four times its entries), not kept the burst's capacity.
+fn log_gives_memory_back(make: Factory) -> CaseResult {
+    const BURST: u32 = 30_000;
+    let clock = ManualClock::starting_at(START);
+    let meter = HeapMeter::start();
+    let limiter = build(make, Algorithm::SlidingLog, &clock)?;
+    // Room for the burst and every request after it: each check is allowed.
+    let quota = WindowQuota::new(2 * BURST, Duration::from_secs(1)).expect("valid");
+    let check = |what: &str| match limiter.check(&[(Key(9), quota)], 1) {
+        Ok(WindowDecision::Allowed) => Ok(()),
+        other => Err(CaseError::failed(format!("SlidingLog ({quota:?}): {what} returned {other:?}, expected Allowed"))),
+    };
+    for i in 0..BURST {
+        check(&format!("request #{} of the burst (one every µs)", i + 1))?;
+        clock.advance(Duration::from_micros(1));
+    }
+    // One request per 250ms: at most 8 allowed in any 2·W once the burst is over.
+    let bound = heap_bound(1, 8);
+    let step = Duration::from_millis(250);
+    for n in 1..=16u32 {
+        clock.advance(step);
+        check(&format!("request #{n} after the burst"))?;
+        let held = meter.held();
+        // From 2·W after the burst's last request on, only the quiet requests count.
+        if step * n >= 2 * quota.window() && held > bound {
+            return Err(CaseError::failed(with_hint(
+                format!(
+                    "SlidingLog ({quota:?}): a burst of {BURST} requests (one per µs), then one request every 250ms; \
+                     {:?} after the burst the limiter holds {} of heap: at most 8 of its requests were allowed in the \
+                     last 2·W, so it may hold {} ({HEAP_PER_KEY} B + 8 × {HEAP_PER_LOG_ENTRY} B + {})",
+                    step * n,
+                    show_bytes(held),
+                    show_bytes(bound),
+                    show_bytes(HEAP_SLACK)
+                ),
+                "A VecDeque (or Vec) keeps its capacity when entries are popped: after a burst, the log holds the burst's \
+                 memory for ever unless it is shrunk (e.g. shrink_to(len · 2) once len · 4 < capacity).",
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A log with a large limit and costly requests: one entry per request, not per unit.
 fn one_entry_per_request(make: Factory) -> CaseResult {
     let clock = ManualClock::starting_at(START);
@@ -516,51 +562,71 @@ fn one_entry_per_request(make: Factory) -> CaseResult {
     Ok(())
 }
 
-/// Housekeeping keeps what still counts: keys spend at the end of one window, time
-/// moves into the next (where the fixed window has forgotten them, the log and the
-/// counter have not), a flood of fresh keys makes any sweep run, and every first key
+/// Housekeeping keeps what still counts: keys spend in one window, time moves on (see
+/// the scenarios below), a flood of fresh keys makes any sweep run, and every first key
 /// is read back against the model.
 fn sweep_keeps_live_keys(make: Factory) -> CaseResult {
     const SURVIVORS: u32 = 2_048;
     const FLOOD: u32 = 20_000;
     let survivor = WindowQuota::new(4, Duration::from_millis(100)).expect("valid");
     let fresh = WindowQuota::new(1, Duration::from_millis(100)).expect("valid");
+    // (when in its window each survivor spends, ms then waited, whether each survivor is
+    // then checked at cost 0): into the next window, where what the survivors spent
+    // still weighs (the counter's previous window, the log's last W); the same, with
+    // each survivor's state rolled into the new window by a check that spends nothing;
+    // and within the same window, where every algorithm still counts it.
+    let scenarios = [
+        ("90ms into a window", 90, 30, false),
+        ("90ms into a window", 90, 30, true),
+        ("10ms into a window", 10, 5, false),
+    ];
     for algorithm in ALGORITHMS {
-        let clock = ManualClock::starting_at(START);
-        let limiter = build(make, algorithm, &clock)?;
-        let mut logs: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
-        let mut run = |key: u32, q: WindowQuota, cost: u32, phase: &str| -> CaseResult {
-            let now = clock.now().as_nanos();
-            let log = logs.entry(key).or_default();
-            let expected = if allows(algorithm, q, log, now, cost) {
-                WindowDecision::Allowed
-            } else {
-                WindowDecision::Denied { limiting: 0 }
+        for (when, at, wait, roll) in scenarios {
+            let clock = ManualClock::starting_at(START);
+            let limiter = build(make, algorithm, &clock)?;
+            let mut logs: HashMap<u32, Vec<(u64, u32)>> = HashMap::new();
+            let story = format!(
+                "1. {SURVIVORS} keys k0..k{} spend 1..=4 of 4/100ms {when}; 2. clock.advance({wait}ms); {}{}. {FLOOD} fresh \
+                 keys (1/100ms) spend their one request",
+                SURVIVORS - 1,
+                if roll { "3. each of k0.. is checked at cost 0; " } else { "" },
+                if roll { 4 } else { 3 },
+            );
+            let mut run = |key: u32, q: WindowQuota, cost: u32, phase: &str| -> CaseResult {
+                let now = clock.now().as_nanos();
+                let log = logs.entry(key).or_default();
+                let expected = if allows(algorithm, q, log, now, cost) {
+                    WindowDecision::Allowed
+                } else {
+                    WindowDecision::Denied { limiting: 0 }
+                };
+                if expected.is_allowed() && cost > 0 {
+                    log.push((now, cost));
+                }
+                match limiter.check(&[(Key(key), q)], cost) {
+                    Ok(actual) if actual == expected => Ok(()),
+                    actual => Err(CaseError::failed(format!(
+                        "{algorithm:?}: {story}; then {phase}: check([(k{key}, {q:?})], cost {cost}) -> {actual:?}, \
+                         expected {expected:?}. A key whose requests still count must not be swept"
+                    ))),
+                }
             };
-            if expected.is_allowed() && cost > 0 {
-                log.push((now, cost));
+            clock.advance(Duration::from_millis(at));
+            for k in 0..SURVIVORS {
+                run(k, survivor, 1 + k % 4, "spending")?;
             }
-            match limiter.check(&[(Key(key), q)], cost) {
-                Ok(actual) if actual == expected => Ok(()),
-                actual => Err(CaseError::failed(format!(
-                    "{algorithm:?}: 1. {SURVIVORS} keys k0..k{} spend 1..=4 of 4/100ms 10ms before a window boundary; \
-                     2. clock.advance(30ms) (20ms into the next window); 3. {FLOOD} fresh keys (1/100ms) spend their one \
-                     request; 4. {phase}: check([(k{key}, {q:?})], cost {cost}) -> {actual:?}, expected {expected:?}. A key \
-                     whose requests still count must not be swept",
-                    SURVIVORS - 1
-                ))),
+            clock.advance(Duration::from_millis(wait));
+            if roll {
+                for k in 0..SURVIVORS {
+                    run(k, survivor, 0, "checking at cost 0")?;
+                }
             }
-        };
-        clock.advance(Duration::from_millis(90));
-        for k in 0..SURVIVORS {
-            run(k, survivor, 1 + k % 4, "spending")?;
-        }
-        clock.advance(Duration::from_millis(30));
-        for k in SURVIVORS..SURVIVORS + FLOOD {
-            run(k, fresh, 1, "flooding")?;
-        }
-        for k in 0..SURVIVORS {
-            run(k, survivor, 1, "reading back")?;
+            for k in SURVIVORS..SURVIVORS + FLOOD {
+                run(k, fresh, 1, "flooding")?;
+            }
+            for k in 0..SURVIVORS {
+                run(k, survivor, 1, "reading back")?;
+            }
         }
     }
     Ok(())
@@ -690,8 +756,18 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "A request of cost c is one event of weight c; logging c timestamps makes memory proportional to the limit.",
             "Log (time, cost) pairs and keep a running sum of the costs in the window."),
             THREADED, one_entry_per_request),
+        case(L4, "log_gives_memory_back", Hints::new(
+            "A sliding log takes a burst of 30,000 requests on one key, then one request every 250ms: 2·W after the burst \
+             the limiter holds at most HEAP_SLACK + HEAP_PER_KEY + 8 × HEAP_PER_LOG_ENTRY (a log's buffer may hold up to \
+             four times its entries).",
+            "Popping entries from a VecDeque or Vec does not give memory back: the buffer keeps the capacity of the \
+             largest burst it ever held.",
+            "After pruning, if the buffer is mostly empty (len · 4 < capacity, above a small minimum), shrink_to(len · 2): \
+             amortised O(1), since it takes as many pops as the buffer shrinks by."),
+            THREADED, log_gives_memory_back),
         case(L4, "sweep_keeps_live_keys", Hints::new(
-            "Thousands of keys spend at the end of one window, time moves into the next, a flood of fresh keys makes any \
+            "Thousands of keys spend in one window; time moves into the next (or stays in the same window; or moves on and \
+             each key is checked at cost 0, which rolls its state into the new window); a flood of fresh keys makes any \
              sweep run, and every first key is read back: what still counts must still be there.",
             "A key is forgettable only when nothing it holds can count: for the counter, its previous window still weighs in \
              the next one; for the log, entries count for a whole W.",
