@@ -34,6 +34,12 @@ use crate::suite::CaseError;
 /// unreachable before the others mark it failed and its replica takes over.
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// How long after a promotion a cluster case waits for calls to work again before it
+/// fails: the contract's [`CLUSTER_RECOVERY`](crate::rate_limit::CLUSTER_RECOVERY) and a
+/// minute more, so a busy machine never fails a correct client, while one that never
+/// learns the new topology still fails.
+pub const RECOVERY_DEADLINE: Duration = Duration::from_secs(crate::rate_limit::CLUSTER_RECOVERY.as_secs() + 60);
+
 /// Slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;
 

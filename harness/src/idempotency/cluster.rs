@@ -14,7 +14,7 @@ use super::suite::EXERCISE;
 use super::{ErasedRedisStore, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch, Timestamp};
 use crate::rate_limit::CLUSTER_RECOVERY;
-use crate::redis_cluster::{explain_crossslot, node_command, RedisCluster};
+use crate::redis_cluster::{explain_crossslot, node_command, RedisCluster, RECOVERY_DEADLINE};
 use crate::redis_server::{fresh_namespace, runtime, RedisTarget, CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
@@ -277,7 +277,7 @@ fn failover_fencing(make: RedisFactory) -> CaseResult {
                 // client retrying later would.
                 Ok(Ok(Begin::InFlight { .. })) if unanswered => clock.advance(LEASE + Duration::from_secs(1)),
                 Ok(Ok(begun)) => break begun,
-                other if promoted.elapsed() > CLUSTER_RECOVERY + Duration::from_secs(60) => {
+                other if promoted.elapsed() > RECOVERY_DEADLINE => {
                     return Err(CaseError::failed(format!(
                         "the dead master's replica was promoted {:?} ago (the cluster says ok), but begin(\"pay\", \
                          {k:?}) still returns {other:?}: the client must learn the new topology within \

@@ -12,7 +12,7 @@ use super::model::START;
 use super::suite::EXERCISE;
 use super::{ErasedRedisLimiter, RedisFactory};
 use crate::clock::{ManualClock, Stopwatch};
-use crate::redis_cluster::{explain_crossslot, RedisCluster};
+use crate::redis_cluster::{explain_crossslot, RedisCluster, RECOVERY_DEADLINE};
 use crate::redis_server::{fresh_namespace, runtime, RedisTarget, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
@@ -245,10 +245,7 @@ fn failover(make: RedisFactory) -> CaseResult {
             if let Ok(Ok(_)) = answer {
                 break;
             }
-            // A minute past CLUSTER_RECOVERY, as in the idempotency case: a busy
-            // machine may take longer than the contract's bound, a client that never
-            // learns the new topology never answers.
-            if promoted.elapsed() > CLUSTER_RECOVERY + Duration::from_secs(60) {
+            if promoted.elapsed() > RECOVERY_DEADLINE {
                 return Err(CaseError::failed(format!(
                     "the dead master's replica was promoted {:?} ago (the cluster says ok), but a peek for tenant {t:?} \
                      still returns {answer:?}: the client must learn the new topology within {CLUSTER_RECOVERY:?} (the \
