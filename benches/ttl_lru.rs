@@ -18,9 +18,11 @@
 //! `floor/locks_only`: what the API costs under one lock before any cache work: one
 //! lock + unlock per call the reference makes (a `get`, and an `insert` after each
 //! of its misses), plus hashing the key; in both groups (on two threads, each thread
-//! over its own sequence, one lock between them). The reference does all its work
-//! inside those locks; `lru` behind a Mutex takes one lock per access (its `get` and
-//! `put` under the same guard), which the two-call API cannot.
+//! over its own sequence, one lock between them). The floors take the reference's own
+//! lock (`solutions::ttl_lru::SpinLock`, whose release is a plain store), so they stay
+//! floors of the reference. The reference does all its work inside those locks; `lru`
+//! behind a Mutex takes one lock per access (its `get` and `put` under the same
+//! guard), which the two-call API cannot.
 //! `floor/locks_clock_lookup` adds, inside each of those locks, the least any call of
 //! a TTL cache does: a clock read and one lookup in a table of `CAPACITY` keys.
 
@@ -98,8 +100,11 @@ fn reference_misses(accesses: &[u64], clock: SharedClock) -> Vec<bool> {
         .collect()
 }
 
+/// The lock the reference takes, for the floors.
+type ReferenceLock<T> = solutions::ttl_lru::SpinMutex<T>;
+
 /// The floor: an empty critical section per call, the key hashed once per access.
-fn locks_only(lock: &parking_lot::Mutex<u64>, accesses: &[u64], misses: &[bool]) -> usize {
+fn locks_only(lock: &ReferenceLock<u64>, accesses: &[u64], misses: &[bool]) -> usize {
     let hasher = hashbrown::DefaultHashBuilder::default();
     let mut hits = 0;
     for (&key, &miss) in accesses.iter().zip(misses) {
@@ -115,13 +120,13 @@ fn locks_only(lock: &parking_lot::Mutex<u64>, accesses: &[u64], misses: &[bool])
 }
 
 /// A table of the hot keys (as many as the cache holds), for `floor/locks_clock_lookup`.
-fn hot_key_table() -> parking_lot::Mutex<hashbrown::HashTable<u64>> {
+fn hot_key_table() -> ReferenceLock<hashbrown::HashTable<u64>> {
     let hasher = hashbrown::DefaultHashBuilder::default();
     let mut table = hashbrown::HashTable::with_capacity(CAPACITY);
     for key in 0..HOT_KEYS {
         table.insert_unique(hasher.hash_one(key), key, |&k| hasher.hash_one(k));
     }
-    parking_lot::Mutex::new(table)
+    ReferenceLock::new(table)
 }
 
 /// The floor of any cache taking a lock per call: the locks of `locks_only`, and
@@ -129,7 +134,7 @@ fn hot_key_table() -> parking_lot::Mutex<hashbrown::HashTable<u64>> {
 /// the key up in a table as large as the cache (the hot keys; the key hashed before
 /// the lock). No recency, no expiry check, no insert, no eviction.
 fn locks_clock_lookup(
-    table: &parking_lot::Mutex<hashbrown::HashTable<u64>>,
+    table: &ReferenceLock<hashbrown::HashTable<u64>>,
     clock: &SharedClock,
     accesses: &[u64],
     misses: &[bool],
@@ -203,7 +208,7 @@ fn bench(c: &mut Criterion) {
     });
     let misses = reference_misses(&accesses, cache_clock());
     group.bench_function(BenchmarkId::from_parameter("floor/locks_only"), |b| {
-        let lock = parking_lot::Mutex::new(0);
+        let lock = ReferenceLock::new(0);
         b.iter(|| black_box(locks_only(&lock, &accesses, &misses)))
     });
     group.bench_function(BenchmarkId::from_parameter("floor/locks_clock_lookup"), |b| {
@@ -239,7 +244,7 @@ fn bench(c: &mut Criterion) {
     // differ a little, the lock count hardly.
     let pair_misses = [reference_misses(&pair[0], cache_clock()), reference_misses(&pair[1], cache_clock())];
     group.bench_function(BenchmarkId::from_parameter("floor/locks_only"), |b| {
-        let lock = parking_lot::Mutex::new(0);
+        let lock = ReferenceLock::new(0);
         b.iter(|| {
             black_box(std::thread::scope(|s| {
                 let threads: Vec<_> = pair
