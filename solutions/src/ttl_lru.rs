@@ -29,10 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::Backoff;
 use harness::clock::{SharedClock, Timestamp};
 use harness::ttl_lru::TtlLruCache;
 // hashbrown's default hasher (foldhash): much faster than SipHash on small keys.
-use crossbeam_utils::Backoff;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use parking_lot::{Condvar, Mutex};
 
