@@ -31,6 +31,11 @@ pub const RETRY_WITHOUT_DELAY: u8 = 7;
 pub const DEDUP_WITHOUT_EXPIRY: u8 = 8;
 /// On stop, `work` returns at once, abandoning the running handlers' outcomes.
 pub const STOP_ABANDONS_RUNNING: u8 = 9;
+/// After a claim that found nothing, `work` claims again at once: it spins on Redis.
+pub const BUSY_POLL: u8 = 10;
+/// `work` claims even while it holds max_in_flight jobs (the script gives it nothing),
+/// and again at once: it spins on Redis while full.
+pub const CLAIMS_WHILE_FULL: u8 = 11;
 
 /// The switches applied to the scripts: (bug, text in the reference, replacement).
 const SCRIPT_BUGS: [(u8, &str, &str); 6] = [
@@ -480,7 +485,7 @@ impl<const BUG: u8> RedisJobQueue for Flawed<BUG> {
                 break;
             }
             let room = limit.saturating_sub(running.jobs.len());
-            if room > 0 && !idle {
+            if (room > 0 || BUG == CLAIMS_WHILE_FULL) && (!idle || BUG == BUSY_POLL) {
                 // A claim is never cancelled half-way (its deliveries would sit leased
                 // until the visibility timeout); the running jobs progress meanwhile.
                 let claim = RedisJobQueue::claim(self, worker, room);
@@ -560,6 +565,8 @@ pub fn mutants() -> Vec<crate::Mutant> {
         redis_mutant!(RETRY_WITHOUT_DELAY, "job_queue::l4_redis_streams::leases_and_retries"),
         redis_mutant!(STOP_ABANDONS_RUNNING, "job_queue::l4_redis_streams::graceful_shutdown"),
         redis_mutant!(WORK_RETURNS_ON_UNAVAILABLE, "job_queue::l4_redis_streams::outage"),
+        redis_mutant!(BUSY_POLL, "job_queue::l4_redis_streams::polling"),
+        redis_mutant!(CLAIMS_WHILE_FULL, "job_queue::l4_redis_streams::polling"),
         redis_mutant!(ACK_BEFORE_HANDLER, "job_queue::l5_crashes_and_restarts::kills_and_restarts"),
     ]
 }

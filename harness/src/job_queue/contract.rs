@@ -315,7 +315,9 @@ pub trait RedisJobQueue: Send + Sync + Sized {
     /// holds fewer than `max_in_flight` jobs, runs the handler of every delivery
     /// concurrently (so at most `max_in_flight` handlers run at once), `ack`s a job
     /// whose handler returned `Ok` and `fail`s one that returned `Err` with its error,
-    /// and when nothing is ready claims again within [`POLL_INTERVAL`]. Graceful
+    /// and when a claim found nothing ready (or failed) waits [`POLL_INTERVAL`], or
+    /// until one of its handlers finishes, before it claims again: it never spins on
+    /// Redis, and while it holds `max_in_flight` jobs it claims nothing. Graceful
     /// shutdown: once `stop` is `true` it starts no handler and claims nothing more,
     /// waits for the handlers running, records their outcomes, and returns (a job it
     /// claimed but had not started when `stop` came is left leased: its lease runs
@@ -331,7 +333,7 @@ pub trait RedisJobQueue: Send + Sync + Sized {
     ) -> impl Future<Output = WorkReport> + Send;
 }
 
-/// How often an idle or disconnected worker tries again, at most.
+/// How long an idle or disconnected worker waits before it tries again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The future a handler returns.

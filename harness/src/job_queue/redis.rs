@@ -15,7 +15,9 @@ use tokio::sync::{watch, Semaphore};
 use super::contract::*;
 use super::suite::EXERCISE;
 use crate::clock::Stopwatch;
-use crate::redis_server::{fresh_namespace, namespace_ttls, runtime, RedisServer, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT};
+use crate::redis_server::{
+    fresh_namespace, namespace_ttls, runtime, CommandCounter, RedisServer, CALL_TIMEOUT, OUTAGE_CALL_TIMEOUT,
+};
 use crate::suite::{Case, CaseError, CaseResult, Hints, Level, THREADED_DEADLINE as THREADED};
 
 use crate::BoxFuture;
@@ -636,6 +638,71 @@ fn graceful_shutdown(make: RedisFactory) -> CaseResult {
     })
 }
 
+/// How often `work` asks Redis for jobs, counted at a proxy in front of the server:
+/// with nothing to claim it waits POLL_INTERVAL between claims (it does not spin), and
+/// while it holds max_in_flight jobs it claims nothing. The bounds are lenient (up to
+/// `COMMANDS_PER_POLL` commands per POLL_INTERVAL while idle, 20 in a second while
+/// full): a spinning worker sends thousands.
+fn polling(make: RedisFactory) -> CaseResult {
+    /// Commands allowed per POLL_INTERVAL while idle: a claim may take a few.
+    const COMMANDS_PER_POLL: u64 = 4;
+    const FULL_ALLOWED: u64 = 20;
+    let server = RedisServer::start()?;
+    let counter = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("counting proxy: {e}")))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let config = redis_config(queue_config(60_000, 3, 60_000, 60_000, 1, 60_000), "jq-poll");
+        let q = connect(make, &counter.url, &config).await?;
+        let mut log = Log::default();
+        log.note(format!("connect({:?}) through a proxy that counts commands", config.queue));
+        let handler = GatedHandler::new();
+        let (stop, stopped) = watch::channel(false);
+        let work = q.work("w", &handler, stopped);
+        tokio::pin!(work);
+        let drive = async {
+            let mut log = Log(log.0.clone());
+            let idle_window = POLL_INTERVAL * 40;
+            tokio::time::sleep(POLL_INTERVAL * 2).await;
+            let before = counter.commands();
+            tokio::time::sleep(idle_window).await;
+            let idle = counter.commands() - before;
+            let allowed = COMMANDS_PER_POLL * 40 + 5;
+            log.note(format!("work(\"w\") on an empty queue: {idle} commands in {idle_window:?}"));
+            if idle > allowed {
+                return Err(log.fail(format!(
+                    "with nothing to claim, work sent {idle} commands to Redis in {idle_window:?}, expected at most \
+                     {allowed}: after a claim that finds nothing, wait POLL_INTERVAL ({POLL_INTERVAL:?}) before the next"
+                )));
+            }
+            ok("enqueue", q.enqueue(b"held", None)).await?;
+            handler.until_started(1, &log).await?;
+            tokio::time::sleep(POLL_INTERVAL * 2).await;
+            let before = counter.commands();
+            let full_window = POLL_INTERVAL * 20;
+            tokio::time::sleep(full_window).await;
+            let full = counter.commands() - before;
+            log.note(format!("one job enqueued; its handler blocked (max_in_flight 1): {full} commands in {full_window:?}"));
+            if full > FULL_ALLOWED {
+                return Err(log.fail(format!(
+                    "holding max_in_flight (1) jobs, work sent {full} commands to Redis in {full_window:?}, expected at \
+                     most {FULL_ALLOWED}: a full worker claims nothing until one of its handlers finishes"
+                )));
+            }
+            let _ = stop.send(true);
+            handler.gate.add_permits(1);
+            Ok(log)
+        };
+        let log = tokio::select! {
+            report = &mut work => return Err(log.fail(format!("work returned {report:?} before stop was sent"))),
+            driven = drive => driven?,
+        };
+        match tokio::time::timeout(LIVENESS, &mut work).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(log.fail(format!("work had not returned {LIVENESS:?} after stop and its handler done"))),
+        }
+    })
+}
+
 /// A handler that records the payloads it saw.
 #[derive(Default)]
 struct Recorder {
@@ -778,6 +845,14 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
             "Keep the running handlers in a set polled together (each: handler, then ack or fail); select between the \
              next finished one, the stop channel and a POLL_INTERVAL sleep; claim max_in_flight - running."),
             graceful_shutdown),
+        case("polling", Hints::new(
+            "With nothing to claim, work asks Redis for jobs at most once per POLL_INTERVAL (counted at a proxy over \
+             2s); while it holds max_in_flight jobs (its handler blocked) it asks for none.",
+            "A worker polls a shared server: one that claims again the moment a claim comes back empty (or full) spins, \
+             and a fleet of idle workers spinning is load on Redis for nothing.",
+            "Remember that the last claim found nothing (or failed) and then wait in one select for a handler to finish, \
+             stop, or a POLL_INTERVAL sleep; with no room, wait only for a handler or stop."),
+            polling),
         case("outage", Hints::new(
             "Redis is killed while a worker runs: calls return Err(Unavailable) within the timeout; work keeps running \
              and, once Redis is back (data lost), new jobs are handled again.",
