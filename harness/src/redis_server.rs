@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -359,9 +359,12 @@ impl std::fmt::Display for RedisTarget {
 /// A loopback proxy in front of a server that counts the commands clients send
 /// (RESP arrays), i.e. round trips as the client sees them. Commands a Lua script runs
 /// inside Redis are not counted, unlike Redis's own `total_commands_processed`.
+/// It can also hold the server's replies back ([`CommandCounter::hold_replies`]), so a
+/// case can keep a call in flight: sent and executed, its answer not yet delivered.
 pub struct CommandCounter {
     pub url: String,
     commands: Arc<AtomicU64>,
+    held: Arc<AtomicBool>,
 }
 
 impl CommandCounter {
@@ -376,6 +379,8 @@ impl CommandCounter {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let commands = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&commands);
+        let held = Arc::new(AtomicBool::new(false));
+        let holding = Arc::clone(&held);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
@@ -397,13 +402,28 @@ impl CommandCounter {
                     });
                 }
                 let (mut server_r, mut client_w) = (server, client);
+                let holding = Arc::clone(&holding);
                 thread::spawn(move || {
-                    let _ = std::io::copy(&mut server_r, &mut client_w);
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = server_r.read(&mut buf) {
+                        while holding.load(Ordering::SeqCst) {
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                        if n == 0 || client_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
                     let _ = client_w.shutdown(Shutdown::Write);
                 });
             }
         });
-        Ok(CommandCounter { url: format!("redis://127.0.0.1:{port}/"), commands })
+        Ok(CommandCounter { url: format!("redis://127.0.0.1:{port}/"), commands, held })
+    }
+
+    /// While `true`, replies from the server wait in the proxy (commands still reach
+    /// the server and run); `false` delivers them, in order.
+    pub fn hold_replies(&self, hold: bool) {
+        self.held.store(hold, Ordering::SeqCst);
     }
 
     /// Commands sent through the proxy so far.

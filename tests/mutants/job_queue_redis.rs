@@ -36,6 +36,9 @@ pub const BUSY_POLL: u8 = 10;
 /// `work` claims even while it holds max_in_flight jobs (the script gives it nothing),
 /// and again at once: it spins on Redis while full.
 pub const CLAIMS_WHILE_FULL: u8 = 11;
+/// `work` looks at stop only at the top of its loop: the jobs of a claim answered after
+/// stop came are started anyway.
+pub const STARTS_CLAIMED_AFTER_STOP: u8 = 12;
 
 /// The switches applied to the scripts: (bug, text in the reference, replacement).
 const SCRIPT_BUGS: [(u8, &str, &str); 6] = [
@@ -499,7 +502,7 @@ impl<const BUG: u8> RedisJobQueue for Flawed<BUG> {
                 match claimed {
                     // Jobs claimed as stop arrived are not started: they wait out their
                     // lease and go to another worker, as a dead worker's would.
-                    Ok(jobs) if !stopped(&stop) => {
+                    Ok(jobs) if !stopped(&stop) || BUG == STARTS_CLAIMED_AFTER_STOP => {
                         idle = jobs.len() < room;
                         for job in jobs {
                             running.jobs.push(Box::pin(async move {
@@ -567,6 +570,7 @@ pub fn mutants() -> Vec<crate::Mutant> {
         redis_mutant!(WORK_RETURNS_ON_UNAVAILABLE, "job_queue::l4_redis_streams::outage"),
         redis_mutant!(BUSY_POLL, "job_queue::l4_redis_streams::polling"),
         redis_mutant!(CLAIMS_WHILE_FULL, "job_queue::l4_redis_streams::polling"),
+        redis_mutant!(STARTS_CLAIMED_AFTER_STOP, "job_queue::l4_redis_streams::stop_mid_claim"),
         redis_mutant!(ACK_BEFORE_HANDLER, "job_queue::l5_crashes_and_restarts::kills_and_restarts"),
     ]
 }

@@ -705,6 +705,86 @@ fn polling(make: RedisFactory) -> CaseResult {
     })
 }
 
+/// `work` told to stop while a claim is on its way: the jobs that claim brings are not
+/// started (once `stop` is `true` no handler starts; the contract leaves them leased),
+/// and `work` returns. A proxy holds Redis's replies back, so the claim is sent and run
+/// by Redis before stop, and answered after it.
+fn stop_mid_claim(make: RedisFactory) -> CaseResult {
+    let server = RedisServer::start()?;
+    let proxy = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("holding proxy: {e}")))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let config = redis_config(queue_config(60_000, 3, 60_000, 60_000, 3, 60_000), "jq-stop-claim");
+        let q = connect(make, &proxy.url, &config).await?;
+        let direct = connect(make, server.url(), &config).await?;
+        let mut log = Log::default();
+        log.note(format!(
+            "connect({:?}) twice: the worker's queue through a proxy that can hold replies back, another straight to Redis",
+            config.queue
+        ));
+        let handler = GatedHandler::new();
+        let (stop, stopped) = watch::channel(false);
+        let work = q.work("w", &handler, stopped);
+        tokio::pin!(work);
+        let drive = async {
+            let mut log = Log(log.0.clone());
+            tokio::time::sleep(POLL_INTERVAL * 2).await;
+            proxy.hold_replies(true);
+            ok("enqueue", direct.enqueue(b"late", None)).await?;
+            // Wait for a command the worker sends after the job is in: Redis runs it after
+            // the enqueue, so it is a claim that finds the job. A worker waiting on a reply
+            // held back since before the enqueue sends none: let that reply through and
+            // hold again (a busy machine can delay the worker's claims that long).
+            let waited = Stopwatch::start();
+            loop {
+                let before = proxy.commands();
+                let quiet = Stopwatch::start();
+                while proxy.commands() == before && quiet.elapsed() < POLL_INTERVAL * 4 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                if proxy.commands() != before {
+                    break;
+                }
+                if waited.elapsed() > LIVENESS {
+                    proxy.hold_replies(false);
+                    return Err(log.fail(format!("work sent no command to Redis in {LIVENESS:?} with a job ready")));
+                }
+                proxy.hold_replies(false);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                proxy.hold_replies(true);
+            }
+            handler.stop_sent.store(true, Ordering::SeqCst);
+            let _ = stop.send(true);
+            proxy.hold_replies(false);
+            // A worker that starts the job anyway must not also hang the case.
+            handler.gate.add_permits(100);
+            log.note(
+                "work(\"w\") on an empty queue; replies held back; 1 job enqueued; the worker's claim sent; stop sent; \
+                 replies let go",
+            );
+            Ok(log)
+        };
+        let log = tokio::select! {
+            report = &mut work => {
+                proxy.hold_replies(false);
+                return Err(log.fail(format!("work returned {report:?} before stop was sent")));
+            }
+            driven = drive => driven?,
+        };
+        if tokio::time::timeout(LIVENESS, &mut work).await.is_err() {
+            return Err(log.fail(format!("work had not returned {LIVENESS:?} after stop")));
+        }
+        let late = handler.started_after_stop.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !late.is_empty() {
+            return Err(log.fail(format!(
+                "handlers started after stop: {late:?} (their claim was answered after stop came): once stop is true, \
+                 work starts no handler; a job claimed then stays leased and another worker takes it"
+            )));
+        }
+        Ok(())
+    })
+}
+
 /// A handler that records the payloads it saw.
 #[derive(Default)]
 struct Recorder {
@@ -856,6 +936,15 @@ pub fn redis_suite(make: RedisFactory) -> Vec<Case> {
             "Remember that the last claim found nothing (or failed) and then wait in one select for a handler to finish, \
              stop, or a POLL_INTERVAL sleep; with no room, wait only for a handler or stop."),
             polling),
+        case("stop_mid_claim", Hints::new(
+            "Stop comes while a claim is on its way (a proxy holds Redis's reply until after stop): the job that claim \
+             brings is not started, and work returns.",
+            "Stop can arrive during any await. A job claimed at that moment is already leased to this worker; starting it \
+             would break the promise that nothing starts after stop, and leaving it leased is safe (at-least-once: its \
+             lease runs out and another worker takes it).",
+            "After every claim returns, look at the stop channel again before starting what it brought; if stop is set, \
+             drop the deliveries and leave the loop."),
+            stop_mid_claim),
         case("outage", Hints::new(
             "Redis is killed while a worker runs: calls return Err(Unavailable) within the timeout; work keeps running \
              and, once Redis is back (data lost), new jobs are handled again.",
