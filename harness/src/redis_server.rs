@@ -369,7 +369,12 @@ pub struct CommandCounter {
 
 impl CommandCounter {
     /// Proxies `127.0.0.1:<port of target_url>`; its threads live as long as the process.
-    pub fn start(target_url: &str) -> Result<CommandCounter, String> {
+    /// A proxy that cannot start fails the case that needed it.
+    pub fn start(target_url: &str) -> Result<CommandCounter, CaseError> {
+        Self::listen(target_url).map_err(|e| CaseError::failed(format!("counting proxy: {e}")))
+    }
+
+    fn listen(target_url: &str) -> Result<CommandCounter, String> {
         let target = target_url
             .trim_end_matches('/')
             .rsplit_once(':')

@@ -169,20 +169,22 @@ impl PresenceFilter {
     /// A node with this hash was indexed. Only under the state's lock.
     #[inline]
     fn add(&self, hash: u64) {
-        let counter = self.counter(hash);
-        let count = counter.load(Ordering::Relaxed);
-        if count != u8::MAX {
-            counter.store(count + 1, Ordering::Release);
-        }
+        self.step(hash, |count| count + 1);
     }
 
     /// A node with this hash left the index. Only under the state's lock.
     #[inline]
     fn remove(&self, hash: u64) {
+        self.step(hash, |count| count - 1);
+    }
+
+    /// Moves this hash's counter by `step`, unless it has saturated (then it stays).
+    #[inline]
+    fn step(&self, hash: u64, step: impl FnOnce(u8) -> u8) {
         let counter = self.counter(hash);
         let count = counter.load(Ordering::Relaxed);
         if count != u8::MAX {
-            counter.store(count - 1, Ordering::Release);
+            counter.store(step(count), Ordering::Release);
         }
     }
 }

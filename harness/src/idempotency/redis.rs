@@ -481,7 +481,7 @@ fn outage(make: RedisFactory) -> CaseResult {
 /// One round trip per call; keys hash-tagged alike; records expire.
 fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     let server = RedisServer::start()?;
-    let counter = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("counting proxy: {e}")))?;
+    let counter = CommandCounter::start(server.url())?;
     let rt = runtime()?;
     let clock = ManualClock::new();
     let config = redis_config(config(30, 600));

@@ -650,7 +650,7 @@ fn polling(make: RedisFactory) -> CaseResult {
     /// Commands allowed in the second a full worker is watched.
     const FULL_ALLOWED: u64 = 5;
     let server = RedisServer::start()?;
-    let counter = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("counting proxy: {e}")))?;
+    let counter = CommandCounter::start(server.url())?;
     let rt = runtime()?;
     rt.block_on(async {
         let config = redis_config(queue_config(60_000, 3, 60_000, 60_000, 1, 60_000), "jq-poll");
@@ -711,7 +711,7 @@ fn polling(make: RedisFactory) -> CaseResult {
 /// by Redis before stop, and answered after it.
 fn stop_mid_claim(make: RedisFactory) -> CaseResult {
     let server = RedisServer::start()?;
-    let proxy = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("holding proxy: {e}")))?;
+    let proxy = CommandCounter::start(server.url())?;
     let rt = runtime()?;
     rt.block_on(async {
         let config = redis_config(queue_config(60_000, 3, 60_000, 60_000, 3, 60_000), "jq-stop-claim");

@@ -356,7 +356,7 @@ fn outage(make: RedisFactory, when_unavailable: WhenUnavailable) -> CaseResult {
 /// One round trip per decision; every key hash-tagged alike and given a TTL.
 fn round_trips_and_keys(make: RedisFactory) -> CaseResult {
     let server = RedisServer::start()?;
-    let counter = CommandCounter::start(server.url()).map_err(|e| CaseError::failed(format!("counting proxy: {e}")))?;
+    let counter = CommandCounter::start(server.url())?;
     let rt = runtime()?;
     let namespace = fresh_namespace("trips");
     let clock = ManualClock::starting_at(START);
