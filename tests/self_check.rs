@@ -178,7 +178,7 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_mutant!(PREALLOCATES, "ttl_lru::l1_lru::huge_capacity"),
         ttl_lru_mutant!(SWEEP_LOSES_ORDER, "ttl_lru::l2_ttl::long_sequences"),
         ttl_lru_mutant!(EXPIRED_REMOVAL_UNCHECKED, "ttl_lru::l3_threads::expiry_races"),
-        ttl_lru_attempt!(StampsWaitOnce, "ttl_lru::l4_single_flight::linearizable"),
+        ttl_lru_attempt!(StampsWaitOnce, "ttl_lru::l4_single_flight::loads_once"),
         ttl_lru_attempt!(StampsLoadRecencyFromStart, "ttl_lru::l4_single_flight::recency_from_landing"),
         ttl_lru_attempt!(SlabLenSweepsLate, "ttl_lru::l2_ttl::short_sequences"),
         ttl_lru_attempt!(SlabPanicLeavesFlight, "ttl_lru::l4_single_flight::panicking_loader"),

@@ -442,9 +442,14 @@ fn recency_from_landing(make: Factory) -> CaseResult {
     Ok(())
 }
 
-/// N callers on one missing key: exactly one load runs and all get its value.
+/// N callers on one missing key: exactly one load runs and all get its value. The load
+/// first sleeps (the window in which the others arrive and wait), then loads other keys
+/// through the cache (allowed by the contract): each of those lands while the waiters
+/// wait, so an attempt whose waiters share one wake-up signal for every key, and wait
+/// for it once (`if`, not `while`), wakes them while the key is still loading.
 fn loads_once(make: Factory) -> CaseResult {
     const CALLERS: usize = 8;
+    const OTHER_LOADS: u32 = 3;
     let cache = build(make, 16, &ManualClock::new())?;
     for round in 0..20u8 {
         let loads = AtomicUsize::new(0);
@@ -462,6 +467,10 @@ fn loads_once(make: Factory) -> CaseResult {
                                 loads.fetch_add(1, Ordering::SeqCst);
                                 // A slow load: the window in which the others arrive.
                                 thread::sleep(Duration::from_millis(20));
+                                for other in 0..OTHER_LOADS {
+                                    let other = Key(1000 + u32::from(round) * OTHER_LOADS + other);
+                                    cache.get_or_insert_with(other, LONG, &mut || 1);
+                                }
                                 caller
                             })
                         })
@@ -478,7 +487,8 @@ fn loads_once(make: Factory) -> CaseResult {
         let first = values[0];
         if loads != 1 || values.iter().any(|&v| v != first) {
             return Err(CaseError::failed(format!(
-                "{CALLERS} threads called get_or_insert_with(k{round}, ..) on a missing key at once (each load sleeps 20ms)\n\
+                "{CALLERS} threads called get_or_insert_with(k{round}, ..) on a missing key at once (each load sleeps \
+                 20ms, then calls get_or_insert_with on {OTHER_LOADS} other missing keys, whose loads return at once)\n\
                  load ran {loads} times (expected exactly 1); values returned: {values:?} (expected all equal)"
             )));
         }
@@ -775,11 +785,13 @@ pub fn suite(make: Factory) -> Vec<Case> {
         ], QUICK, recency_from_landing),
         case(L4, "loads_once", [
             "Concurrent callers on one missing key run one load between them; the others wait for it and return the \
-             value it loaded.",
+             value it loaded, also when loads of other keys land while they wait.",
             "Two callers both finding the key missing is a check-then-act race: the later one must learn, in the same \
-             critical section in which it finds the key missing, that a load is already under way.",
+             critical section in which it finds the key missing, that a load is already under way. A wake-up says \
+             only that something changed: it may be another key's load landing, or spurious.",
             "An in-flight marker per key (a map from key to a shared slot with a Condvar): the first caller inserts it and \
-             loads; later callers find it and wait on it instead of loading.",
+             loads; later callers find it and wait on it instead of loading, in a while loop that waits again as long \
+             as this key's marker is still there.",
         ], THREADED, loads_once),
         case(L4, "other_keys_proceed", [
             "While one key's load runs, calls on other keys (insert, get, remove, get_or_insert_with) complete without \
