@@ -184,7 +184,7 @@ fn mutants() -> Vec<Mutant> {
         ttl_lru_attempt!(SlabPanicLeavesFlight, "ttl_lru::l4_single_flight::panicking_loader"),
         ttl_lru_attempt!(SlabMillisecondDeadlines, "ttl_lru::l2_ttl::random_sequences"),
         ttl_lru_attempt!(SlabClockBeforeLock, "ttl_lru::l3_threads::linearizable"),
-        ttl_lru_attempt!(SlabSharesResult, "ttl_lru::l4_single_flight::linearizable"),
+        ttl_lru_attempt!(SlabSharesResult, "ttl_lru::l4_single_flight::unstored_loads"),
         ttl_lru_attempt!(QueueEvictsOldestInserted, "ttl_lru::l1_lru::short_sequences"),
         ttl_lru_attempt!(QueueCheckThenLoad, "ttl_lru::l4_single_flight::linearizable"),
         ttl_lru_attempt!(QueueUnwrapsPoisonedFlight, "ttl_lru::l4_single_flight::panicking_loader"),

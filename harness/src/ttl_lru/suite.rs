@@ -496,6 +496,51 @@ fn loads_once(make: Factory) -> CaseResult {
     Ok(())
 }
 
+/// N callers on one missing key with ttl 0: no loaded value is ever stored, so each
+/// caller, once the load it waited for lands, starts over and loads itself; each returns
+/// its own load's value. A waiter handed the loader's value (Go's singleflight) would
+/// return a value the cache never held.
+fn unstored_loads(make: Factory) -> CaseResult {
+    const CALLERS: usize = 4;
+    let cache = build(make, 16, &ManualClock::new())?;
+    for round in 0..5u8 {
+        let barrier = Barrier::new(CALLERS);
+        let results: Vec<thread::Result<Value>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..CALLERS as Value)
+                .map(|caller| {
+                    let (cache, barrier) = (&cache, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let call = format!("caller {caller}: get_or_insert_with(k{round}, ttl 0, ..)");
+                        crate::watchdog::call(call, || {
+                            cache.get_or_insert_with(Key(round.into()), Duration::ZERO, &mut || {
+                                let _in_flight = InFlight::new(format!("caller {caller}'s load of k{round}"));
+                                // A slow load: the window in which the others arrive.
+                                thread::sleep(Duration::from_millis(20));
+                                caller
+                            })
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        let mut values = Vec::new();
+        for result in results {
+            values.push(result.map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with"))?);
+        }
+        let own: Vec<Value> = (0..CALLERS as Value).collect();
+        if values != own {
+            return Err(CaseError::failed(format!(
+                "{CALLERS} threads called get_or_insert_with(k{round}, ttl 0, ..) on a missing key at once (caller i's \
+                 load sleeps 20ms and returns i)\nreturned {values:?}, expected {own:?}: with ttl 0 nothing is stored, \
+                 so a caller can return only the value of its own load"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// While a load of k0 is blocked, calls on other keys must still complete.
 fn other_keys_proceed(make: Factory) -> CaseResult {
     let cache = build(make, 16, &ManualClock::new())?;
@@ -793,6 +838,15 @@ pub fn suite(make: Factory) -> Vec<Case> {
              loads; later callers find it and wait on it instead of loading, in a while loop that waits again as long \
              as this key's marker is still there.",
         ], THREADED, loads_once),
+        case(L4, "unstored_loads", [
+            "Concurrent callers on a missing key with ttl 0: a loaded value is not stored, so each waiter, once the load \
+             it waited for lands, loads again itself, and every caller returns the value of its own load.",
+            "Go's singleflight hands the waiters the loader's result; this contract does not. A waiter starts over as a \
+             new call and returns only a value the cache held during its call, and with ttl 0 (or capacity 0) the \
+             cache never holds the loaded value.",
+            "After waiting, look the key up again under the lock: on a hit return that value; on a miss load it yourself \
+             (or wait on the flight another waiter started). Never return the value a flight carries.",
+        ], THREADED, unstored_loads),
         case(L4, "other_keys_proceed", [
             "While one key's load runs, calls on other keys (insert, get, remove, get_or_insert_with) complete without \
              waiting for it.",
