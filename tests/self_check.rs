@@ -206,7 +206,7 @@ fn mutants() -> Vec<Mutant> {
         rate_limit_mutant!(NEVER_FORGETS, "rate_limit::l4_memory::flood_of_unique_keys"),
         rate_limit_mutant!(RACY_CHECK, "rate_limit::l3_threads::linearizable"),
         rate_limit_mutant!(REMAINING_BEFORE_PAYING, "rate_limit::l1_single_bucket::short_sequences"),
-        rate_limit_mutant!(CLOCK_BEFORE_LOCK, "rate_limit::l3_threads::linearizable"),
+        rate_limit_mutant!(CLOCK_BEFORE_LOCK, "rate_limit::l3_threads::clock_moves"),
         rate_limit_mutant!(SWEEP_DROPS_REFILLING, "rate_limit::l4_memory::sweep_keeps_buckets_in_debt"),
         rate_limit_mutant!(LIMITING_IN_SORTED_ORDER, "rate_limit::l2_multi_bucket::random_sequences"),
         rate_limit_mutant!(OVERFLOWS_NEAR_BOUND, "rate_limit::l1_single_bucket::extreme_quotas"),

@@ -307,14 +307,19 @@ fn concurrent_op(rng: &mut SplitMix, thread: usize) -> Op {
 }
 
 fn concurrent_case(make: Factory) -> CaseResult {
+    histories_case(make, HISTORIES, concurrent_op)
+}
+
+/// Concurrent histories of ops drawn by `pick`, each history from a fresh limiter with
+/// the clock at `START` (where the model starts), with forced yields at lock boundaries.
+fn histories_case(make: Factory, budget: HistoryBudget, pick: fn(&mut SplitMix, usize) -> Op) -> CaseResult {
     set_forced_yields(true);
     let clock = ManualClock::starting_at(START);
     let result = check_histories::<RateLimitSpec, _>(
         &Config,
-        HISTORIES,
-        concurrent_op,
+        budget,
+        pick,
         || {
-            // Each history starts where the model does.
             clock.set(START);
             build(make, &clock)
         },
@@ -322,6 +327,30 @@ fn concurrent_case(make: Factory) -> CaseResult {
     );
     set_forced_yields(false);
     result
+}
+
+/// Histories for `clock_moves`: one or two buckets with refills of a second or less,
+/// single-key checks, and half of threads 0 and 1's ops moving the clock by steps that
+/// land on and beside refill boundaries. The time a check decides at matters in most
+/// histories, so a check that read the clock before locking (and then decides at a
+/// time older than a decision already made on its bucket) shows in a few of them.
+const CLOCK_HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 600), (3, 4, 600)], seed: 0xc10c };
+
+fn clock_moves_op(rng: &mut SplitMix, thread: usize) -> Op {
+    if thread < 2 && rng.below(2) == 0 {
+        return match rng.below(3) {
+            0 => Op::Advance(Duration::from_millis(250)),
+            1 => Op::Advance(Duration::from_nanos(500_000_001)),
+            _ => Op::Advance(Duration::from_millis(1000)),
+        };
+    }
+    // Quotas 0 (1 per second) and 2 (3 per 500ms).
+    let key = if rng.below(3) == 0 { 2 } else { 0 };
+    check(&[(key, key)], 1)
+}
+
+fn clock_moves(make: Factory) -> CaseResult {
+    histories_case(make, CLOCK_HISTORIES, clock_moves_op)
 }
 
 /// Many threads on shared buckets at one instant: exactly the burst passes, and
@@ -625,6 +654,15 @@ pub fn suite(make: Factory) -> Vec<Case> {
             "Lock every bucket (or shard) a request names in one global order, e.g. sorted by shard index, never the request's \
              order; read the clock with the locks held; decide, apply, unlock. One Mutex around the whole map also works, slower."),
             THREADED, concurrent_case),
+        case(L3, "clock_moves", Hints::new(
+            "Concurrent checks on one or two buckets while other threads move the clock across refill boundaries: every \
+             result must be explained by some one-at-a-time order, each check deciding at the time it reads with its \
+             buckets locked.",
+            "A time read before the lock is stale once the lock is taken: another thread may meanwhile have moved the clock \
+             and decided on the same bucket at the newer time, and this check then decides in the past.",
+            "Read the clock after taking the locks, in the same critical section that decides and pays (see L3 \
+             linearizable)."),
+            THREADED, clock_moves),
         case(L3, "exact_admission", Hints::new(
             "8 threads hammer a shared tenant bucket through their own user buckets at one instant: exactly the tenant's burst \
              passes in all, and no user more than its own burst.",
