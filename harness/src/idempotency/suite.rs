@@ -414,7 +414,7 @@ fn takeover_rounds(make: Factory) -> CaseResult {
     const THREADS: usize = 4;
     const TRIES: usize = 60;
     let lease = Duration::from_secs(1);
-    for round in 0..40u32 {
+    for round in 0..120u32 {
         let (clock, store) =
             build_yielding(make, IdempotencyConfig::new(lease, Duration::from_secs(600)).expect("nonzero"))?;
         let key = format!("refund-{round}-🔁");

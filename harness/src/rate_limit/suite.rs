@@ -509,7 +509,7 @@ fn sweep_keeps_buckets_in_debt(make: Factory) -> CaseResult {
 /// payment.
 fn sweep_under_contention(make: Factory) -> CaseResult {
     const THREADS: u32 = 4;
-    const ROUNDS: u32 = 400;
+    const ROUNDS: u32 = 1200;
     const PER_THREAD: u32 = 3;
     let clock = ManualClock::starting_at(START);
     let limiter = build(make, &clock)?;
