@@ -13,7 +13,9 @@
 //!   one hash of the key, one lock, one table probe. What each choice bought is said
 //!   where it is made.
 //! * Memory: a shard drops its full buckets (TAT ≤ now) when it has doubled since its
-//!   last sweep, so memory follows the keys in debt, amortised O(1) per request.
+//!   last sweep, so memory follows the keys in debt, amortised O(1) per request; a
+//!   sweep that leaves its table mostly empty shrinks it (as `window_limit` does, see
+//!   there why).
 //!
 //! [`RedisLimiter`] is the same algorithm in one Lua script per request (see
 //! `GCRA_SCRIPT`), time in whole microseconds, over a reconnecting connection to one
@@ -62,10 +64,16 @@ impl<K: Hash + Eq + Clone> Shard<K> {
         }
     }
 
-    fn sweep_if_grown(&mut self, now: u64) {
+    fn sweep_if_grown(&mut self, now: u64, hasher: &DefaultHashBuilder) {
         if self.tats.len() >= self.sweep_at {
             self.tats.retain(|(_, tat)| *tat > now);
             self.sweep_at = (2 * self.tats.len()).max(MIN_SWEEP);
+            // A table keeps the capacity of its largest size: after a burst, give it
+            // back, so memory follows the buckets in debt (the contract bounds it at
+            // every instant, not only at the peak).
+            if self.tats.capacity() > 2 * self.sweep_at {
+                self.tats.shrink_to(self.sweep_at, |(k, _)| hasher.hash_one(k));
+            }
         }
     }
 }
@@ -162,7 +170,7 @@ impl<K: Hash + Eq + Clone + Send + Sync> Limiter<K> {
         let allowed = v.wait == 0;
         if allowed && cost > 0 {
             shard.set_tat(hash, key, v.new_tat, &self.hasher);
-            shard.sweep_if_grown(now);
+            shard.sweep_if_grown(now, &self.hasher);
         }
         let tat = if allowed { v.new_tat } else { v.tat };
         Decision {
@@ -239,7 +247,7 @@ impl<K: Hash + Eq + Clone + Send + Sync> RateLimiter<K> for Limiter<K> {
         if allowed && cost > 0 {
             for ((((key, _), &g), v), &hash) in limits.iter().zip(&guard_of).zip(&verdicts).zip(&hashes) {
                 guards[g].set_tat(hash, key, v.new_tat, &self.hasher);
-                guards[g].sweep_if_grown(now);
+                guards[g].sweep_if_grown(now, &self.hasher);
             }
         }
         drop(guards);
