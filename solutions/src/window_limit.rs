@@ -13,9 +13,11 @@
 //!   in the last 2·W) when it has doubled since its last sweep: amortised O(1); and a
 //!   sweep that leaves its table mostly empty shrinks it. Without that, a shard kept
 //!   the table of its busiest moment: with some processes' hash seeds, sequential keys
-//!   bunch into a few shards for a while, and the limiter then held up to 1.8× the
-//!   table slots it needed (13.1K → 23.9K over 300 limiters in 30 processes, after a
-//!   flood of 120K unique keys); `l4_memory::flood_of_unique_keys` failed it once.
+//!   bunch into a few shards for a while, and the limiter then held up to 1.6× the
+//!   table slots it otherwise did (after a flood of 120K unique keys, 10 limiters in
+//!   each of 30 processes: 23.9K slots in one process, at most 15.2K in the other 29;
+//!   shrinking, at most 14.2K over 40 processes); `l4_memory::flood_of_unique_keys`
+//!   failed it once.
 //!
 //! [`RedisWindowLimiter`] is the same in one Lua script per request (`WINDOW_SCRIPT`).
 
