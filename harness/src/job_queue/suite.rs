@@ -794,7 +794,7 @@ fn config_errors(make: Factory) -> CaseResult {
 // Threads
 // ---------------------------------------------------------------------------------
 
-const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 200), (3, 4, 200), (3, 6, 60)], seed: 0x6a6f_6273 };
+const HISTORIES: HistoryBudget = HistoryBudget { rounds: &[(2, 4, 600), (3, 4, 600), (3, 6, 180)], seed: 0x6a6f_6273 };
 
 const CONCURRENT_CONFIG: QueueConfig =
     config(Duration::from_millis(10), 2, (Duration::from_millis(5), Duration::from_millis(5)), 2, LONG);
