@@ -442,6 +442,43 @@ fn recency_from_landing(make: Factory) -> CaseResult {
     Ok(())
 }
 
+/// `callers` threads call `get_or_insert_with(k{round}, ttl, ..)` at once. Each one's
+/// load sleeps 20ms (the window in which the others arrive), then runs `in_load` and
+/// returns its caller's number. The values returned, in caller order.
+fn racing_loads(
+    cache: &Arc<dyn ErasedCache>,
+    round: u8,
+    callers: usize,
+    ttl: Duration,
+    in_load: &(dyn Fn() + Sync),
+) -> Result<Vec<Value>, CaseError> {
+    let barrier = Barrier::new(callers);
+    let results: Vec<thread::Result<Value>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..callers as Value)
+            .map(|caller| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let call = format!("caller {caller}: get_or_insert_with(k{round}, ttl {ttl:?}, ..)");
+                    crate::watchdog::call(call, || {
+                        cache.get_or_insert_with(Key(round.into()), ttl, &mut || {
+                            let _in_flight = InFlight::new(format!("caller {caller}'s load of k{round}"));
+                            thread::sleep(Duration::from_millis(20));
+                            in_load();
+                            caller
+                        })
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    results
+        .into_iter()
+        .map(|result| result.map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with")))
+        .collect()
+}
+
 /// N callers on one missing key: exactly one load runs and all get its value. The load
 /// first sleeps (the window in which the others arrive and wait), then loads other keys
 /// through the cache (allowed by the contract): each of those lands while the waiters
@@ -453,36 +490,14 @@ fn loads_once(make: Factory) -> CaseResult {
     let cache = build(make, 16, &ManualClock::new())?;
     for round in 0..20u8 {
         let loads = AtomicUsize::new(0);
-        let barrier = Barrier::new(CALLERS);
-        let results: Vec<thread::Result<Value>> = thread::scope(|s| {
-            let handles: Vec<_> = (0..CALLERS as Value)
-                .map(|caller| {
-                    let (cache, loads, barrier) = (&cache, &loads, &barrier);
-                    s.spawn(move || {
-                        barrier.wait();
-                        let call = format!("caller {caller}: get_or_insert_with(k{round}, ..)");
-                        crate::watchdog::call(call, || {
-                            cache.get_or_insert_with(Key(round.into()), LONG, &mut || {
-                                let _in_flight = InFlight::new(format!("caller {caller}'s load of k{round}"));
-                                loads.fetch_add(1, Ordering::SeqCst);
-                                // A slow load: the window in which the others arrive.
-                                thread::sleep(Duration::from_millis(20));
-                                for other in 0..OTHER_LOADS {
-                                    let other = Key(1000 + u32::from(round) * OTHER_LOADS + other);
-                                    cache.get_or_insert_with(other, LONG, &mut || 1);
-                                }
-                                caller
-                            })
-                        })
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join()).collect()
-        });
-        let mut values = Vec::new();
-        for result in results {
-            values.push(result.map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with"))?);
-        }
+        let load_others = || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            for other in 0..OTHER_LOADS {
+                let other = Key(1000 + u32::from(round) * OTHER_LOADS + other);
+                cache.get_or_insert_with(other, LONG, &mut || 1);
+            }
+        };
+        let values = racing_loads(&cache, round, CALLERS, LONG, &load_others)?;
         let loads = loads.load(Ordering::SeqCst);
         let first = values[0];
         if loads != 1 || values.iter().any(|&v| v != first) {
@@ -504,31 +519,7 @@ fn unstored_loads(make: Factory) -> CaseResult {
     const CALLERS: usize = 4;
     let cache = build(make, 16, &ManualClock::new())?;
     for round in 0..5u8 {
-        let barrier = Barrier::new(CALLERS);
-        let results: Vec<thread::Result<Value>> = thread::scope(|s| {
-            let handles: Vec<_> = (0..CALLERS as Value)
-                .map(|caller| {
-                    let (cache, barrier) = (&cache, &barrier);
-                    s.spawn(move || {
-                        barrier.wait();
-                        let call = format!("caller {caller}: get_or_insert_with(k{round}, ttl 0, ..)");
-                        crate::watchdog::call(call, || {
-                            cache.get_or_insert_with(Key(round.into()), Duration::ZERO, &mut || {
-                                let _in_flight = InFlight::new(format!("caller {caller}'s load of k{round}"));
-                                // A slow load: the window in which the others arrive.
-                                thread::sleep(Duration::from_millis(20));
-                                caller
-                            })
-                        })
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join()).collect()
-        });
-        let mut values = Vec::new();
-        for result in results {
-            values.push(result.map_err(|p| Panic::from_payload(p.as_ref()).into_case_error("get_or_insert_with"))?);
-        }
+        let values = racing_loads(&cache, round, CALLERS, Duration::ZERO, &|| {})?;
         let own: Vec<Value> = (0..CALLERS as Value).collect();
         if values != own {
             return Err(CaseError::failed(format!(
