@@ -127,7 +127,7 @@ type SpinGuard<'a, T> = lock_api::MutexGuard<'a, SpinLock, T>;
 /// `insert` that follows a miss asks it too, and skips probing the table for a key
 /// it rules out ([`Entries::find_if_present`]). Measured (criterion, one thread, with
 /// ASLR on, 30 alternated runs of each): 1.19× → 1.28× `lru` behind a Mutex on
-/// average; over 12 stack layouts with ASLR off, 1.19× → 1.29×. The price: a load on
+/// average; over 12 stack layouts with ASLR off, 1.19× → 1.28–1.29×. The price: a load on
 /// every `get` and `insert`, and a load and a store whenever a key enters or leaves
 /// the table.
 ///
