@@ -127,9 +127,9 @@ type SpinGuard<'a, T> = lock_api::MutexGuard<'a, SpinLock, T>;
 /// `insert` that follows a miss asks it too, and skips probing the table for a key
 /// it rules out ([`Entries::find_if_present`]). Measured (criterion, one thread, with
 /// ASLR on, 30 alternated runs of each): 1.19× → 1.28× `lru` behind a Mutex on
-/// average; over 12 stack layouts with ASLR off, 1.19× → 1.28–1.29×. The price: a load on
-/// every `get` and `insert`, and a load and a store whenever a key enters or leaves
-/// the table.
+/// average; over 12 stack layouts with ASLR off, 1.19× → 1.28–1.29×. The price: a
+/// load on every `get` and `insert`, and a load and a store whenever a key enters or
+/// leaves the table.
 ///
 /// A counting filter: one counter per group of hashes (by some of the hash's bits),
 /// the number of indexed nodes (live or expired) whose hash falls in it. Zero means
